@@ -1,0 +1,565 @@
+//! The checked form of a recipe: every block resolved, typed and completed
+//! with its defaults.
+//!
+//! Later stages read only these types. Nothing here is optional unless the
+//! language makes it an opt-in feature (`stop`, `finetune`, `tolerance`,
+//! an eval `path`): a missing setting has already been replaced by its
+//! default, so the graph hashes and the steps see the same complete value.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::span::Span;
+
+/// A recipe after checking: its global settings and its blocks in file order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checked {
+    pub settings: RecipeSettings,
+    pub blocks: Vec<Block>,
+}
+
+impl Checked {
+    /// The block called `name`, if the recipe has one.
+    pub fn block(&self, name: &str) -> Option<&Block> {
+        self.blocks.iter().find(|b| b.name == name)
+    }
+}
+
+/// Settings of the `recipe` block, or their defaults when the file has none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecipeSettings {
+    /// The name of the `recipe` block, or the file stem.
+    pub name: String,
+    pub seed: u64,
+    pub device: Device,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+/// One checked block.
+#[derive(Debug, Clone, Serialize)]
+pub struct Block {
+    pub name: String,
+    /// The span of the whole block, for runtime diagnostics.
+    #[serde(skip)]
+    pub span: Span,
+    pub spec: Spec,
+}
+
+/// What a block does, with every setting filled in.
+#[derive(Debug, Clone, Serialize)]
+pub enum Spec {
+    Data(DataSpec),
+    Model(ModelSpec),
+    Load(LoadSpec),
+    Train(TrainSpec),
+    Search(SearchSpec),
+    Prune(PruneSpec),
+    Quantize(QuantSpec),
+    Eval(EvalSpec),
+    Save(SaveSpec),
+}
+
+impl Spec {
+    /// The names of the blocks this one reads, in a fixed order.
+    pub fn inputs(&self) -> Vec<&str> {
+        match self {
+            Spec::Data(_) => vec![],
+            Spec::Model(m) => vec![m.input.as_str()],
+            Spec::Load(l) => l.model.iter().map(String::as_str).collect(),
+            Spec::Train(t) => t.inputs(),
+            Spec::Search(s) => {
+                let mut names = s.train.inputs();
+                names.push(s.train_block.as_str());
+                names
+            }
+            Spec::Prune(p) => {
+                let mut names = vec![p.from.as_str()];
+                if let Some(f) = &p.finetune {
+                    names.push(f.data.block.as_str());
+                }
+                names
+            }
+            Spec::Quantize(q) => {
+                let mut names = vec![q.from.as_str()];
+                if let Some(f) = &q.finetune {
+                    names.push(f.data.block.as_str());
+                }
+                names
+            }
+            Spec::Eval(e) => {
+                let mut names: Vec<&str> = e.models.iter().map(String::as_str).collect();
+                names.push(e.data.block.as_str());
+                names
+            }
+            Spec::Save(s) => vec![s.from.as_str()],
+        }
+    }
+
+    /// The keyword that introduces this kind of block.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Spec::Data(_) => "data",
+            Spec::Model(_) => "model",
+            Spec::Load(_) => "load",
+            Spec::Train(_) => "train",
+            Spec::Search(_) => "search",
+            Spec::Prune(_) => "prune",
+            Spec::Quantize(_) => "quantize",
+            Spec::Eval(_) => "eval",
+            Spec::Save(_) => "save",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// data
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DataSpec {
+    pub source: Source,
+    /// Fractions of the samples for train, validation and test; they sum to 1.
+    pub split: [f64; 3],
+    pub shuffle: bool,
+    pub scale: Scale,
+    /// What the header of the source says, learnt at check time.
+    pub shape: DataShape,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Source {
+    Builtin(String),
+    /// A CSV file with a header row; `label` names the class column.
+    Csv { path: PathBuf, label: String },
+    /// MNIST's IDX format, optionally gzipped.
+    Idx { images: PathBuf, labels: PathBuf },
+    /// Features in tensor `x`, integer class labels in tensor `y`.
+    Safetensors { path: PathBuf, x: String, y: String },
+}
+
+impl Source {
+    /// The files this source reads.
+    pub fn files(&self) -> Vec<&PathBuf> {
+        match self {
+            Source::Builtin(_) => vec![],
+            Source::Csv { path, .. } | Source::Safetensors { path, .. } => vec![path],
+            Source::Idx { images, labels } => vec![images, labels],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Scale {
+    None,
+    Standard,
+    MinMax,
+}
+
+/// The sample count, feature shape and class count of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataShape {
+    pub samples: usize,
+    /// The shape of one sample, e.g. `[64]` or `[1, 28, 28]`.
+    pub features: Vec<usize>,
+    pub classes: usize,
+}
+
+/// A dataset split as named in a recipe: `digits`, `digits.train`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataRef {
+    pub block: String,
+    pub split: Split,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Split {
+    Train,
+    Val,
+    Test,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// model
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSpec {
+    /// The data block that gives the input shape and class count.
+    pub input: String,
+    pub layers: Vec<Layer>,
+    /// The inferred architecture.
+    pub arch: Arch,
+}
+
+/// An architecture: layers with the shapes that flow between them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Arch {
+    /// The shape of one input sample.
+    pub input: Vec<usize>,
+    pub layers: Vec<Layer>,
+    /// The shape of one sample after each layer.
+    pub shapes: Vec<Vec<usize>>,
+}
+
+impl Arch {
+    /// The parameters of the architecture with their PyTorch names and
+    /// shapes (`0.weight`, `[out, in]`), in layer order.
+    pub fn params(&self) -> Vec<(String, Vec<usize>)> {
+        let mut params = Vec::new();
+        for (idx, layer) in self.layers.iter().enumerate() {
+            let in_shape = if idx == 0 { &self.input } else { &self.shapes[idx - 1] };
+            match *layer {
+                Layer::Linear { out } => {
+                    let fan_in = *in_shape.last().unwrap_or(&0);
+                    params.push((format!("{idx}.weight"), vec![out, fan_in]));
+                    params.push((format!("{idx}.bias"), vec![out]));
+                }
+                Layer::Conv2d { out, kernel, .. } => {
+                    let c_in = in_shape.first().copied().unwrap_or(0);
+                    params.push((format!("{idx}.weight"), vec![out, c_in, kernel, kernel]));
+                    params.push((format!("{idx}.bias"), vec![out]));
+                }
+                _ => {}
+            }
+        }
+        params
+    }
+
+    /// The shape of the output of one sample.
+    pub fn output(&self) -> &[usize] {
+        self.shapes.last().map(Vec::as_slice).unwrap_or(&self.input)
+    }
+}
+
+/// One layer of a sequential model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Layer {
+    Linear { out: usize },
+    Conv2d { out: usize, kernel: usize, stride: usize, padding: usize },
+    MaxPool { k: usize },
+    Flatten,
+    /// The shape of one sample after the layer (the batch dimension is kept).
+    Reshape { shape: Vec<usize> },
+    Dropout { p: f64 },
+    Relu,
+    Gelu,
+    Tanh,
+    Sigmoid,
+}
+
+// ---------------------------------------------------------------------------
+// load
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadSpec {
+    pub path: PathBuf,
+    /// The model block whose architecture the weights follow.
+    pub model: Option<String>,
+    pub arch: Option<Arch>,
+    /// Tensor names, dtypes and shapes from the file header.
+    pub tensors: Vec<TensorInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+}
+
+// ---------------------------------------------------------------------------
+// train
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSpec {
+    /// Where the starting point comes from: a model block (fresh weights)
+    /// or a block that produces weights (fine-tuning).
+    pub init: Init,
+    pub data: DataRef,
+    /// The architecture being trained.
+    pub arch: Arch,
+    pub settings: TrainSettings,
+}
+
+impl TrainSpec {
+    pub fn inputs(&self) -> Vec<&str> {
+        let first = match &self.init {
+            Init::Model(name) | Init::Weights(name) => name.as_str(),
+        };
+        vec![first, self.data.block.as_str()]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Init {
+    /// Fresh weights for the architecture of this model block.
+    Model(String),
+    /// The weights produced by this block.
+    Weights(String),
+}
+
+/// The settings of a training run that a `search` may vary and a
+/// `finetune = train(...)` may override.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainSettings {
+    pub optimizer: Optimizer,
+    pub loss: Loss,
+    pub epochs: usize,
+    pub batch: usize,
+    pub schedule: Schedule,
+    pub stop: Option<Stop>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Optimizer {
+    Sgd { lr: f64, momentum: f64, weight_decay: f64, nesterov: bool },
+    Adam { lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64 },
+    AdamW { lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64 },
+    /// Gradient-free: perturb every weight by Gaussian noise of scale
+    /// `sigma`, keep the perturbation only when the training loss falls.
+    RandomSearch { sigma: f64 },
+}
+
+impl Optimizer {
+    /// The base learning rate, or the noise scale for `random_search`.
+    pub fn lr(&self) -> f64 {
+        match *self {
+            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
+            Optimizer::AdamW { lr, .. } => lr,
+            Optimizer::RandomSearch { sigma } => sigma,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Loss {
+    CrossEntropy,
+    /// Mean squared error against one-hot class targets.
+    Mse,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Schedule {
+    Constant,
+    /// Cosine annealing from the base rate to zero over all epochs.
+    Cosine,
+    /// Multiply the rate by `gamma` every `every` epochs.
+    Step { every: usize, gamma: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Stop {
+    /// Stop once the validation loss has not improved for `epochs` epochs,
+    /// and keep the weights of the best epoch.
+    Patience { epochs: usize },
+}
+
+// ---------------------------------------------------------------------------
+// search
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchSpec {
+    /// The `train` block whose settings are varied.
+    pub train_block: String,
+    /// A copy of that block's checked spec, the base of every trial.
+    pub train: TrainSpec,
+    pub strategy: Strategy,
+    pub trials: usize,
+    pub objective: Objective,
+    pub space: Vec<Dimension>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Strategy {
+    Random,
+    Grid,
+    /// Successive halving; the best `1/eta` of the trials go on to the next
+    /// rung with `eta` times the epochs.
+    Halving { eta: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Objective {
+    pub maximize: bool,
+    pub metric: Metric,
+}
+
+/// One varied setting of a search.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dimension {
+    /// A setting path of the train block, such as `optimizer.lr`.
+    pub path: String,
+    pub dist: Distribution,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Distribution {
+    Uniform { low: f64, high: f64, points: Option<usize> },
+    LogUniform { low: f64, high: f64, points: Option<usize> },
+    /// Integers from `low` to `high`, both included.
+    Range { low: i64, high: i64 },
+    Choice(Vec<Scalar>),
+}
+
+/// A plain value that a search can put into a setting.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Scalar {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Word(String),
+}
+
+// ---------------------------------------------------------------------------
+// prune
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneSpec {
+    pub from: String,
+    pub method: PruneMethod,
+    pub amount: PruneAmount,
+    pub scope: Scope,
+    pub pattern: Pattern,
+    pub targets: Vec<String>,
+    pub ignore: Vec<String>,
+    pub steps: usize,
+    pub finetune: Option<Finetune>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PruneMethod {
+    Magnitude,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum PruneAmount {
+    /// The share of target weights that become zero.
+    Sparsity(f64),
+    /// Every target weight with `|w| < t` becomes zero.
+    Threshold(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Scope {
+    Global,
+    Layer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Pattern {
+    Unstructured,
+    NOfM { n: usize, m: usize },
+    Channels,
+}
+
+/// Retraining inside a prune or quantize step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finetune {
+    pub data: DataRef,
+    pub settings: TrainSettings,
+}
+
+// ---------------------------------------------------------------------------
+// quantize
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantSpec {
+    pub from: String,
+    pub scheme: QuantScheme,
+    pub granularity: Granularity,
+    pub symmetric: bool,
+    pub targets: Vec<String>,
+    pub ignore: Vec<String>,
+    pub finetune: Option<Finetune>,
+    /// Keep the most sensitive layers in float until the accuracy is
+    /// within this fraction of the input's.
+    pub tolerance: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum QuantScheme {
+    Int8,
+    Int4,
+    Q8_0,
+    Q4_0,
+    Q4K,
+    Q6K,
+}
+
+impl QuantScheme {
+    /// The GGML block size along a row, for the GGML formats.
+    pub fn ggml_block(self) -> Option<usize> {
+        match self {
+            QuantScheme::Int8 | QuantScheme::Int4 => None,
+            QuantScheme::Q8_0 | QuantScheme::Q4_0 => Some(32),
+            QuantScheme::Q4K | QuantScheme::Q6K => Some(256),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Granularity {
+    PerTensor,
+    PerChannel,
+    Group(usize),
+}
+
+// ---------------------------------------------------------------------------
+// eval and save
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalSpec {
+    /// Blocks whose weights are evaluated, in the order of the table.
+    pub models: Vec<String>,
+    pub data: DataRef,
+    pub metrics: Vec<Metric>,
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Metric {
+    Accuracy,
+    Loss,
+    Size,
+    Sparsity,
+    Latency,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Loss => "loss",
+            Metric::Size => "size",
+            Metric::Sparsity => "sparsity",
+            Metric::Latency => "latency",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SaveSpec {
+    pub from: String,
+    pub path: PathBuf,
+    pub format: SaveFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SaveFormat {
+    Dense,
+    Sparse,
+}
