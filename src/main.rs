@@ -1,1 +1,177 @@
-fn main() {}
+//! The `recipe` command line: parse the arguments, call the library, print
+//! its results and diagnostics, and exit 0 (success), 1 (the recipe, its
+//! inputs or a step failed) or 2 (a malformed command line).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use miette::{GraphicalReportHandler, GraphicalTheme};
+
+use recipe::check::Device;
+use recipe::exec::{ProgressMode, RunOptions};
+use recipe::{Error, Recipe};
+
+#[derive(Parser)]
+#[command(name = "recipe", version, about = "Train, search, prune, quantize and evaluate models from declarative recipes")]
+struct Cli {
+    /// Show more: `-v` for progress and decisions, `-vv` for every batch.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check, compile and run a recipe.
+    Run {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Run on this device instead of the recipe's: `cpu`, `cuda` or `cuda(N)`.
+        #[arg(long, value_parser = parse_device)]
+        device: Option<Device>,
+        /// Run only this step and the steps it needs.
+        #[arg(long, value_name = "NAME")]
+        only: Option<String>,
+    },
+    /// Parse and check a recipe; reads data and weight headers, no tensors.
+    Check {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    },
+    /// Show the steps in run order, with what each reads and writes.
+    Plan {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    },
+    /// Print the execution graph as Graphviz DOT.
+    Graph {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    },
+}
+
+#[derive(Args)]
+struct RecipeArgs {
+    /// The recipe file, `NAME.opt`.
+    file: PathBuf,
+    /// Override a setting, `block.key=value` in recipe syntax; repeatable.
+    #[arg(long = "set", value_name = "BLOCK.KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    let s = s.trim();
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    if s == "cuda" {
+        return Ok(Device::Cuda(0));
+    }
+    s.strip_prefix("cuda(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|n| n.trim().parse().ok())
+        .map(Device::Cuda)
+        .ok_or_else(|| format!("`{s}` is not a device: use `cpu`, `cuda` or `cuda(N)`"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RECIPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("recipe={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn report(e: &Error) {
+    let theme = if std::io::stderr().is_terminal() {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let width = terminal_width();
+    let handler = GraphicalReportHandler::new_themed(theme).with_width(width);
+    let mut out = String::new();
+    for r in e.reports() {
+        let _ = handler.render_report(&mut out, r.as_ref());
+        out.push('\n');
+    }
+    if let Error::Problems { summary, .. } = e {
+        out.push_str(summary);
+        out.push('\n');
+    }
+    eprint!("{out}");
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100)
+}
+
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Check { recipe: args } => {
+            let recipe = Recipe::read(&args.file)?;
+            let (_, checked) = recipe.check(&args.set)?;
+            println!("{}: {} blocks, no problems", args.file.display(), checked.blocks.len());
+        }
+        Command::Plan { recipe: args } => {
+            let recipe = Recipe::read(&args.file)?;
+            let compiled = recipe.compile(&args.set)?;
+            print!("{}", recipe::graph::render_plan(&compiled.checked, &compiled.graph));
+        }
+        Command::Graph { recipe: args } => {
+            let recipe = Recipe::read(&args.file)?;
+            let compiled = recipe.compile(&args.set)?;
+            print!("{}", recipe::graph::to_dot(&compiled.graph, &compiled.checked.settings.name));
+        }
+        Command::Run { recipe: args, device, only } => {
+            let recipe = Recipe::read(&args.file)?;
+            let progress = if std::io::stderr().is_terminal() {
+                ProgressMode::Bar
+            } else {
+                ProgressMode::Lines
+            };
+            let options = RunOptions { device, base_dir: recipe.base_dir(), progress };
+            let (_, report) = recipe.run(&args.set, only.as_deref(), &options)?;
+            for table in &report.tables {
+                println!("{}", table.render());
+            }
+            for path in &report.written {
+                println!("wrote {}", shown(&recipe.base_dir(), path));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn shown(base: &Path, path: &Path) -> String {
+    if base == Path::new(".") {
+        path.display().to_string()
+    } else {
+        base.join(path).display().to_string()
+    }
+}

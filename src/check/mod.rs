@@ -1,3 +1,120 @@
-//! Checking: the AST becomes the checked form in [`spec`].
+//! Checking: an [`ast::File`] becomes the [`Checked`] form, or a list of
+//! every problem found.
+//!
+//! The pass runs in four steps: a symbol table of blocks (unknown kinds,
+//! duplicate names), the references between blocks as written, cycles among
+//! them, then each block in dependency order with the checked form of the
+//! blocks it reads at hand (a model needs its dataset's shape, a train block
+//! its model's architecture). A block whose inputs failed is skipped rather
+//! than reported again, so one mistake gives one message.
+
+mod blocks;
+mod error;
+mod refs;
 pub mod spec;
+mod value;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use error::CheckError;
 pub use spec::*;
+
+use crate::span::Span;
+use crate::syntax::ast;
+use refs::Env;
+use value::Errors;
+
+/// The block kinds of the language.
+pub const KINDS: [&str; 10] =
+    ["recipe", "data", "model", "load", "train", "search", "prune", "quantize", "eval", "save"];
+
+/// Where the recipe lives, for relative paths and the default name.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// The folder that relative paths in the recipe start from.
+    pub base_dir: PathBuf,
+    /// The recipe name when the file has no `recipe` block (its file stem).
+    pub default_name: String,
+}
+
+impl CheckOptions {
+    pub fn for_file(path: &Path) -> Self {
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let default_name =
+            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        CheckOptions { base_dir, default_name }
+    }
+}
+
+/// Check a parsed recipe.
+pub fn check(file: &ast::File, options: &CheckOptions) -> Result<Checked, Vec<CheckError>> {
+    let mut errors = Errors::default();
+
+    // The symbol table: every named block with a known kind.
+    let mut env = Env::new(&options.base_dir);
+    let mut recipe_block: Option<&ast::Block> = None;
+    for block in &file.blocks {
+        let kind = block.kind.name.as_str();
+        if !KINDS.contains(&kind) {
+            errors.push(CheckError::UnknownKind {
+                span: block.kind.span,
+                kind: kind.to_string(),
+                suggestion: value::closest(kind, KINDS),
+                known: value::list_words(KINDS),
+            });
+            continue;
+        }
+        if kind == "recipe" {
+            match recipe_block {
+                Some(first) => errors.push(CheckError::DuplicateRecipe {
+                    span: block.kind.span,
+                    first: first.kind.span,
+                }),
+                None => recipe_block = Some(block),
+            }
+            continue;
+        }
+        if let Some(first) = env.declare(block) {
+            errors.push(CheckError::DuplicateBlock {
+                span: block.name.span,
+                first,
+                name: block.name.name.clone(),
+            });
+        }
+    }
+
+    let settings = blocks::recipe(recipe_block, &options.default_name, &mut errors);
+
+    // References as written, then cycles among them.
+    let deps: BTreeMap<&str, Vec<(&str, Span)>> =
+        env.blocks().map(|b| (b.name.name.as_str(), refs::references(b))).collect();
+    let in_cycle = refs::cycles(&deps, &mut errors);
+
+    // Each block once the blocks it reads are checked.
+    for block in refs::dependency_order(&env, &deps, &in_cycle) {
+        if deps[block.name.name.as_str()].iter().any(|(d, _)| env.failed(d)) {
+            env.skip(block);
+            continue;
+        }
+        let before = errors.0.len();
+        let spec = blocks::block(block, &env, &mut errors);
+        match spec {
+            Some(spec) if errors.0.len() == before => env.done(block, spec),
+            _ => env.skip(block),
+        }
+    }
+
+    if !errors.0.is_empty() {
+        errors.0.sort_by_key(|e| error_start(e));
+        return Err(errors.0);
+    }
+    let settings = settings.expect("recipe settings are only missing after an error");
+    Ok(Checked { settings, blocks: env.into_checked(file) })
+}
+
+/// Errors are listed in the order of the text they point at.
+fn error_start(e: &CheckError) -> usize {
+    use miette::Diagnostic;
+    e.labels().and_then(|mut l| l.next()).map_or(0, |l| l.offset())
+}

@@ -1,0 +1,93 @@
+//! `eval` blocks: which weights, on which split, with which metrics.
+
+use crate::check::error::CheckError;
+use crate::check::refs::{Env, Type};
+use crate::check::spec::{EvalSpec, Metric, Split};
+use crate::check::value::{self, Errors, Settings};
+use crate::syntax::ast::{self, ValueKind};
+
+const METRICS: [&str; 5] = ["accuracy", "loss", "size", "sparsity", "latency"];
+
+pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option<EvalSpec> {
+    let s = Settings::new(block, &["models", "data", "metrics", "path"], errors);
+    let models_value = s.require("models", "[base]", errors);
+    let models: Option<Vec<(&str, &ast::Value)>> = models_value.and_then(|v| {
+        let items = match &v.kind {
+            ValueKind::List(items) if !items.is_empty() => items.iter().collect(),
+            ValueKind::List(_) => {
+                errors.push(value::out_of_range("models", v, "a list of at least one block"));
+                return None;
+            }
+            _ => vec![v],
+        };
+        let before = errors.0.len();
+        let names: Vec<(&str, &ast::Value)> = items
+            .into_iter()
+            .filter_map(|i| env.reference("models", i, &[Type::Weights], errors).map(|n| (n, i)))
+            .collect();
+        (errors.0.len() == before).then_some(names)
+    });
+    let data = s
+        .require("data", "digits.test", errors)
+        .and_then(|v| env.data_ref("data", v, Split::Test, errors));
+    let metrics = match s.get("metrics") {
+        Some(v) => {
+            let ValueKind::List(items) = &v.kind else {
+                errors.push(value::wrong_type("metrics", v, "a list of metrics", "[accuracy]"));
+                return None;
+            };
+            let mut metrics = Vec::new();
+            for item in items {
+                let m = match value::word_option("metric", item, &METRICS, errors)? {
+                    "accuracy" => Metric::Accuracy,
+                    "loss" => Metric::Loss,
+                    "size" => Metric::Size,
+                    "sparsity" => Metric::Sparsity,
+                    _ => Metric::Latency,
+                };
+                if !metrics.contains(&m) {
+                    metrics.push(m);
+                }
+            }
+            Some(metrics)
+        }
+        None => Some(vec![Metric::Accuracy, Metric::Loss]),
+    };
+    let path = match s.get("path") {
+        Some(v) => {
+            let p = value::string("path", v, errors)?;
+            if !p.ends_with(".json") {
+                errors.push(value::wrong_type("path", v, "a `.json` file", "\"out/report.json\""));
+                return None;
+            }
+            Some(p.into())
+        }
+        None => None,
+    };
+    let (models, data, metrics) = (models?, data?, metrics?);
+
+    // Accuracy, loss and latency run the model, so they need its layers.
+    let runs = metrics.iter().any(|m| matches!(m, Metric::Accuracy | Metric::Loss | Metric::Latency));
+    let before = errors.0.len();
+    for (name, at) in &models {
+        match env.arch(name) {
+            Some(arch) if runs => {
+                super::train::check_fits(arch, &data.block, s.get("data"), env, errors);
+            }
+            Some(_) => {}
+            None if runs => errors.push(CheckError::NoArchitecture {
+                span: at.span,
+                name: name.to_string(),
+                help: "accuracy, loss and latency run the model: give the `load` block a \
+                       `model`, or measure only size and sparsity"
+                    .into(),
+            }),
+            None => {}
+        }
+    }
+    if errors.0.len() != before {
+        return None;
+    }
+    let models = models.into_iter().map(|(n, _)| n.to_string()).collect();
+    Some(EvalSpec { models, data, metrics, path })
+}

@@ -1,0 +1,385 @@
+//! Blocks that read or transform weights: `load`, `prune`, `quantize` and
+//! `save`.
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::check::error::CheckError;
+use crate::check::refs::{Env, Type};
+use crate::check::spec::{
+    Granularity, LoadSpec, Pattern, PruneAmount, PruneMethod, PruneSpec, QuantScheme, QuantSpec,
+    SaveFormat, SaveSpec, Scope, Spec, TensorInfo,
+};
+use crate::check::value::{self, Errors, Settings};
+use crate::syntax::ast::{self, Value, ValueKind};
+
+use super::model::shape_text;
+
+pub(super) fn load(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option<LoadSpec> {
+    let s = Settings::new(block, &["path", "model"], errors);
+    let path_value = s.require("path", "\"weights/net.safetensors\"", errors);
+    let path = path_value.and_then(|v| value::string("path", v, errors));
+    let model = match s.get("model") {
+        Some(v) => Some(env.reference("model", v, &[Type::Architecture], errors)?),
+        None => None,
+    };
+    let (path, path_value) = (path?, path_value?);
+    let arch = model.and_then(|m| env.arch(m)).cloned();
+
+    // Only the header is read: names, dtypes and shapes.
+    let header = match crate::formats::safetensors::read_header(&env.base_dir.join(path)) {
+        Ok(header) => header,
+        Err(e) => {
+            errors.push(CheckError::Weights {
+                span: path_value.span,
+                message: e.to_string(),
+                help: "relative paths start from the folder of the recipe".into(),
+            });
+            return None;
+        }
+    };
+    if let Some(arch) = &arch {
+        for (name, shape) in arch.params() {
+            let problem = match header.tensors.iter().find(|t| t.name == name) {
+                None => Some(format!("`{path}` has no tensor `{name}`")),
+                Some(t) if t.shape != shape => Some(format!(
+                    "tensor `{name}` of `{path}` has shape {}, the model needs {}",
+                    shape_text(&t.shape),
+                    shape_text(&shape)
+                )),
+                Some(_) => None,
+            };
+            if let Some(message) = problem {
+                errors.push(CheckError::Weights {
+                    span: path_value.span,
+                    message,
+                    help: format!(
+                        "the file must hold the weights of `{}`, named as PyTorch names an \
+                         nn.Sequential",
+                        model.unwrap_or_default()
+                    ),
+                });
+                return None;
+            }
+        }
+    }
+    Some(LoadSpec {
+        path: path.into(),
+        model: model.map(str::to_string),
+        arch,
+        tensors: header.tensors,
+    })
+}
+
+/// Tensor-name globs, each of which must match a tensor of `from` when the
+/// tensors are known before running.
+fn globs(
+    key: &str,
+    v: &Value,
+    from: &str,
+    tensors: &[TensorInfo],
+    errors: &mut Errors,
+) -> Option<(Vec<String>, GlobSet)> {
+    let ValueKind::List(items) = &v.kind else {
+        errors.push(value::wrong_type(key, v, "a list of globs", "[\"*.weight\"]"));
+        return None;
+    };
+    let mut patterns = Vec::new();
+    let mut set = GlobSetBuilder::new();
+    let before = errors.0.len();
+    for item in items {
+        let Some(pattern) = value::string(key, item, errors) else { continue };
+        let glob = match Glob::new(pattern) {
+            Ok(g) => g,
+            Err(e) => {
+                errors.push(CheckError::BadGlob {
+                    span: item.span,
+                    pattern: pattern.to_string(),
+                    reason: e.kind().to_string(),
+                });
+                continue;
+            }
+        };
+        let matcher = glob.compile_matcher();
+        if !tensors.is_empty() && !tensors.iter().any(|t| matcher.is_match(&t.name)) {
+            let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+            names.truncate(12);
+            errors.push(CheckError::GlobMatchesNothing {
+                span: item.span,
+                pattern: pattern.to_string(),
+                from: from.to_string(),
+                names: value::list_words(names),
+            });
+            continue;
+        }
+        set.add(glob);
+        patterns.push(pattern.to_string());
+    }
+    if errors.0.len() != before {
+        return None;
+    }
+    Some((patterns, set.build().ok()?))
+}
+
+fn default_globs() -> (Vec<String>, GlobSet) {
+    let mut set = GlobSetBuilder::new();
+    set.add(Glob::new("*.weight").expect("a constant glob is valid"));
+    (vec!["*.weight".into()], set.build().expect("a constant glob set builds"))
+}
+
+/// The targets and ignores of a prune or quantize block, and the tensors
+/// they select.
+fn selection<'t>(
+    s: &Settings,
+    from: &str,
+    tensors: &'t [TensorInfo],
+    errors: &mut Errors,
+) -> Option<(Vec<String>, Vec<String>, Vec<&'t TensorInfo>)> {
+    let targets = match s.get("targets") {
+        Some(v) => globs("targets", v, from, tensors, errors),
+        None => Some(default_globs()),
+    };
+    let ignore = match s.get("ignore") {
+        Some(v) => globs("ignore", v, from, tensors, errors),
+        None => Some((vec![], GlobSet::empty())),
+    };
+    let ((targets, target_set), (ignore, ignore_set)) = (targets?, ignore?);
+    let selected = tensors
+        .iter()
+        .filter(|t| target_set.is_match(&t.name) && !ignore_set.is_match(&t.name))
+        .collect();
+    Some((targets, ignore, selected))
+}
+
+pub(super) fn prune(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option<PruneSpec> {
+    let keys = [
+        "from", "method", "sparsity", "threshold", "scope", "pattern", "targets", "ignore",
+        "steps", "finetune",
+    ];
+    let s = Settings::new(block, &keys, errors);
+    let from = s
+        .require("from", "tuned", errors)
+        .and_then(|v| env.reference("from", v, &[Type::Weights], errors));
+    let method = match s.get("method") {
+        Some(v) => value::word_option("method", v, &["magnitude"], errors).map(|_| PruneMethod::Magnitude),
+        None => Some(PruneMethod::Magnitude),
+    };
+    let amount = match (s.get("sparsity"), s.get("threshold")) {
+        (Some(sp), Some(th)) => {
+            errors.push(CheckError::Conflict {
+                span: th.span,
+                first: sp.span,
+                a: "sparsity".into(),
+                b: "threshold".into(),
+                help: "prune to a share of zeros with `sparsity`, or below a magnitude with \
+                       `threshold`, not both"
+                    .into(),
+            });
+            None
+        }
+        (Some(v), None) => value::fraction("sparsity", v, errors).map(PruneAmount::Sparsity),
+        (None, Some(v)) => value::non_negative("threshold", v, errors).map(PruneAmount::Threshold),
+        (None, None) => {
+            s.require("sparsity", "80%", errors);
+            None
+        }
+    };
+    let scope = match s.get("scope") {
+        Some(v) => value::word_option("scope", v, &["global", "layer"], errors)
+            .map(|w| if w == "layer" { Scope::Layer } else { Scope::Global }),
+        None => Some(Scope::Global),
+    };
+    let pattern = match s.get("pattern") {
+        Some(v) => pattern(v, errors),
+        None => Some(Pattern::Unstructured),
+    };
+    let steps = s.get("steps").map_or(Some(1), |v| value::count("steps", v, 1, errors));
+    let from = from?;
+    let finetune = match s.get("finetune") {
+        Some(v) => Some(super::train::finetune(v, Some(from), env, errors)?),
+        None => None,
+    };
+    let tensors = env.tensors(from);
+    let (targets, ignore, _) = selection(&s, from, &tensors, errors)?;
+    let pattern = pattern?;
+    if pattern == Pattern::Channels && env.arch(from).is_none() {
+        errors.push(CheckError::NoArchitecture {
+            span: s.get("pattern").map_or(block.name.span, |v| v.span),
+            name: from.to_string(),
+            help: "channel pruning changes the layers: give the `load` block a `model`".into(),
+        });
+        return None;
+    }
+    Some(PruneSpec {
+        from: from.to_string(),
+        method: method?,
+        amount: amount?,
+        scope: scope?,
+        pattern,
+        targets,
+        ignore,
+        steps: steps?,
+        finetune,
+    })
+}
+
+fn pattern(v: &Value, errors: &mut Errors) -> Option<Pattern> {
+    let call = value::callish("pattern", v, "pattern = n_of_m(2, 4)", errors)?;
+    let kinds = ["unstructured", "n_of_m", "channels"];
+    match value::option("pattern", call.name, call.name_span, &kinds, errors)? {
+        "unstructured" => value::bind(&call, &[], errors).map(|_| Pattern::Unstructured),
+        "channels" => value::bind(&call, &[], errors).map(|_| Pattern::Channels),
+        _ => {
+            let params = ["n", "m"];
+            let args = value::bind(&call, &params, errors)?;
+            let (Some(n), Some(m)) = (args[0], args[1]) else {
+                let missing = if args[0].is_none() { "n" } else { "m" };
+                errors.push(value::missing_arg(&call, &params, missing));
+                return None;
+            };
+            let (n_val, m_val) = (value::count("n", n, 1, errors)?, value::count("m", m, 2, errors)?);
+            if n_val >= m_val {
+                errors.push(value::out_of_range("n", n, &format!("below m ({m_val})")));
+                return None;
+            }
+            Some(Pattern::NOfM { n: n_val, m: m_val })
+        }
+    }
+}
+
+const SCHEMES: [&str; 6] = ["int8", "int4", "q8_0", "q4_0", "q4_k", "q6_k"];
+
+pub(super) fn quantize(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option<QuantSpec> {
+    let keys = [
+        "from", "scheme", "granularity", "symmetric", "targets", "ignore", "finetune", "tolerance",
+    ];
+    let s = Settings::new(block, &keys, errors);
+    let from = s
+        .require("from", "sparse", errors)
+        .and_then(|v| env.reference("from", v, &[Type::Weights], errors));
+    let scheme_value = s.require("scheme", "int8", errors);
+    let scheme = scheme_value.and_then(|v| {
+        Some(match value::word_option("scheme", v, &SCHEMES, errors)? {
+            "int8" => QuantScheme::Int8,
+            "int4" => QuantScheme::Int4,
+            "q8_0" => QuantScheme::Q8_0,
+            "q4_0" => QuantScheme::Q4_0,
+            "q4_k" => QuantScheme::Q4K,
+            _ => QuantScheme::Q6K,
+        })
+    });
+    let granularity = match s.get("granularity") {
+        Some(v) => granularity(v, errors),
+        None => Some(Granularity::PerChannel),
+    };
+    let symmetric = s.get("symmetric").map_or(Some(true), |v| value::boolean("symmetric", v, errors));
+    let tolerance = match s.get("tolerance") {
+        Some(v) => Some(value::fraction("tolerance", v, errors)?),
+        None => None,
+    };
+    let from = from?;
+    let finetune = match s.get("finetune") {
+        Some(v) => Some(super::train::finetune(v, Some(from), env, errors)?),
+        None => None,
+    };
+    let tensors = env.tensors(from);
+    let (targets, ignore, selected) = selection(&s, from, &tensors, errors)?;
+    let scheme = scheme?;
+
+    // GGML formats quantize rows in fixed blocks; a row that is not a whole
+    // number of blocks cannot be stored.
+    if let (Some(block_len), Some(at)) = (scheme.ggml_block(), scheme_value) {
+        for t in selected {
+            let row: usize = t.shape.iter().skip(1).product();
+            if t.shape.len() < 2 || row % block_len != 0 {
+                errors.push(CheckError::SchemeMismatch {
+                    span: at.span,
+                    tensor: t.name.clone(),
+                    scheme: format!("{scheme:?}").to_lowercase(),
+                    reason: format!(
+                        "`{}` has rows of {row} values, not a multiple of {block_len}",
+                        t.name
+                    ),
+                    help: format!(
+                        "leave it out with `ignore = [\"{}\"]`, or use a scheme with smaller \
+                         blocks",
+                        t.name
+                    ),
+                });
+            }
+        }
+    }
+    Some(QuantSpec {
+        from: from.to_string(),
+        scheme,
+        granularity: granularity?,
+        symmetric: symmetric?,
+        targets,
+        ignore,
+        finetune,
+        tolerance,
+    })
+}
+
+fn granularity(v: &Value, errors: &mut Errors) -> Option<Granularity> {
+    let call = value::callish("granularity", v, "granularity = per_channel", errors)?;
+    let kinds = ["per_tensor", "per_channel", "group"];
+    match value::option("granularity", call.name, call.name_span, &kinds, errors)? {
+        "per_tensor" => value::bind(&call, &[], errors).map(|_| Granularity::PerTensor),
+        "per_channel" => value::bind(&call, &[], errors).map(|_| Granularity::PerChannel),
+        _ => {
+            let args = value::bind(&call, &["size"], errors)?;
+            let Some(size) = args[0] else {
+                errors.push(value::missing_arg(&call, &["size"], "size"));
+                return None;
+            };
+            value::count("size", size, 1, errors).map(Granularity::Group)
+        }
+    }
+}
+
+pub(super) fn save(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option<SaveSpec> {
+    let s = Settings::new(block, &["from", "path", "format"], errors);
+    let from = s
+        .require("from", "small", errors)
+        .and_then(|v| env.reference("from", v, &[Type::Weights], errors));
+    let path_value = s.require("path", "\"out/model.safetensors\"", errors);
+    let path = path_value.and_then(|v| value::string("path", v, errors));
+    let format = match s.get("format") {
+        Some(v) => value::word_option("format", v, &["dense", "sparse"], errors)
+            .map(|w| if w == "sparse" { SaveFormat::Sparse } else { SaveFormat::Dense }),
+        None => Some(SaveFormat::Dense),
+    };
+    let (from, path, path_value) = (from?, path?, path_value?);
+    let gguf = path.ends_with(".gguf");
+    if !gguf && !path.ends_with(".safetensors") {
+        errors.push(value::wrong_type(
+            "path",
+            path_value,
+            "a `.safetensors` or `.gguf` file",
+            "\"out/model.safetensors\"",
+        ));
+        return None;
+    }
+    if gguf && !ggml_scheme(env, from) {
+        errors.push(CheckError::WrongReference {
+            span: path_value.span,
+            key: "path".into(),
+            name: from.to_string(),
+            expected: "weights in a GGML format for a `.gguf` file".into(),
+            found: "not quantized to a GGML format".into(),
+            help: "quantize with `scheme = q8_0`, `q4_0`, `q4_k` or `q6_k` first, or save as \
+                   `.safetensors`"
+                .into(),
+        });
+        return None;
+    }
+    Some(SaveSpec { from: from.to_string(), path: path.into(), format: format? })
+}
+
+/// Whether a block's weights come out of a GGML quantization.
+fn ggml_scheme(env: &Env, name: &str) -> bool {
+    match env.spec(name) {
+        Some(Spec::Quantize(q)) => q.scheme.ggml_block().is_some(),
+        _ => false,
+    }
+}

@@ -1,0 +1,161 @@
+//! Diagnostics: the library's error type and how it is rendered.
+//!
+//! Every stage reports typed errors with spans. [`Error`] gathers them with
+//! the recipe text they point into, so each renders the way rustc shows its
+//! errors: the message, the code, the source lines with a label under the
+//! offending span, and a help line.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, NamedSource, Report};
+use thiserror::Error;
+
+use crate::exec::RunError;
+use crate::Recipe;
+
+type Problem = Box<dyn Diagnostic + Send + Sync + 'static>;
+
+/// Everything that can stop a recipe.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Syntax or check problems, all of them.
+    #[error("{summary}")]
+    Problems { summary: String, src: NamedSource<String>, problems: Vec<Problem> },
+
+    #[error("cannot plan the recipe: {message}")]
+    Plan { message: String },
+
+    #[error("there is no step `{name}`")]
+    NoSuchStep { name: String, known: Vec<String> },
+
+    /// A step failed or could not start.
+    #[error("{error}")]
+    Run { src: NamedSource<String>, error: RunError },
+}
+
+impl Error {
+    /// Each problem as a miette report with its source attached.
+    pub fn reports(&self) -> Vec<Report> {
+        match self {
+            Error::Problems { src, problems, .. } => problems
+                .iter()
+                .map(|p| Report::new(Rendered::of(p.as_ref())).with_source_code(src.clone()))
+                .collect(),
+            Error::Run { src, error } => {
+                vec![Report::new(Rendered::of(error)).with_source_code(src.clone())]
+            }
+            Error::NoSuchStep { name, known } => {
+                let help = format!("steps are {}", known.join(", "));
+                vec![miette::miette!(code = "recipe::run::no_such_step", help = help, "{self}")
+                    .wrap_err(format!("cannot run `{name}`"))]
+            }
+            other => vec![miette::miette!("{other}")],
+        }
+    }
+
+    /// The problems as plain text without colour at the given width, as in
+    /// the snapshots of the tests.
+    pub fn render(&self, width: usize) -> String {
+        let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
+            .with_width(width)
+            .with_links(false);
+        let mut out = String::new();
+        for report in self.reports() {
+            let _ = handler.render_report(&mut out, report.as_ref());
+            out.push('\n');
+        }
+        if let Error::Problems { summary, .. } = self {
+            let _ = writeln!(out, "{summary}");
+        }
+        out
+    }
+}
+
+/// A snapshot of a diagnostic, so that a borrowed one can become a report.
+#[derive(Debug)]
+struct Rendered {
+    message: String,
+    code: Option<String>,
+    help: Option<String>,
+    labels: Vec<miette::LabeledSpan>,
+}
+
+impl Rendered {
+    fn of(d: &dyn Diagnostic) -> Self {
+        Rendered {
+            message: d.to_string(),
+            code: d.code().map(|c| c.to_string()),
+            help: d.help().map(|h| h.to_string()),
+            labels: d.labels().map(|l| l.collect()).unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Rendered {}
+
+impl Diagnostic for Rendered {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.code.as_ref().map(|c| Box::new(c) as Box<dyn std::fmt::Display>)
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        if self.labels.is_empty() {
+            None
+        } else {
+            Some(Box::new(self.labels.iter().cloned()))
+        }
+    }
+}
+
+fn source(recipe: &Recipe, text: &str) -> NamedSource<String> {
+    NamedSource::new(recipe.path.display().to_string(), text.to_string()).with_language("recipe")
+}
+
+fn summary(recipe: &Recipe, n: usize) -> String {
+    let noun = if n == 1 { "problem" } else { "problems" };
+    format!("error: `{}` has {n} {noun}", recipe.path.display())
+}
+
+/// Problems in the recipe's own text.
+pub(crate) fn problems<E>(recipe: &Recipe, text: Option<&str>, errors: Vec<E>) -> Error
+where
+    E: Diagnostic + Send + Sync + 'static,
+{
+    let text = text.unwrap_or(&recipe.text);
+    Error::Problems {
+        summary: summary(recipe, errors.len()),
+        src: source(recipe, text),
+        problems: errors.into_iter().map(|e| Box::new(e) as Problem).collect(),
+    }
+}
+
+/// Problems in the recipe text with `--set` overrides shown after it.
+pub(crate) fn problems_in<E>(recipe: &Recipe, text: &str, errors: Vec<E>) -> Error
+where
+    E: Diagnostic + Send + Sync + 'static,
+{
+    problems(recipe, Some(text), errors)
+}
+
+pub(crate) fn run_error(recipe: &Recipe, overrides: &[String], error: RunError) -> Error {
+    let text = crate::overrides::shown_text(&recipe.text, overrides);
+    Error::Run { src: source(recipe, &text), error }
+}

@@ -1,0 +1,207 @@
+//! The `eval` step: a table of metrics for several weights on one split,
+//! printed by the command line and written as JSON when asked.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::check::{EvalSpec, Loss, Metric};
+use crate::exec::{Artifact, Context, Inputs, StepError, WeightsArtifact};
+use crate::formats::safetensors::{to_bytes, RawTensor};
+use crate::nn::metrics::{latency, score};
+
+/// How many single-sample forward passes the latency median is taken over.
+const LATENCY_REPEATS: usize = 50;
+
+/// The result of an eval step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// The eval block's name.
+    pub name: String,
+    /// The split evaluated on, as `digits.test`.
+    pub data: String,
+    pub samples: usize,
+    pub metrics: Vec<Metric>,
+    /// One row per evaluated block, in the order the recipe lists them.
+    pub rows: Vec<(String, BTreeMap<Metric, f64>)>,
+    /// Where the JSON copy was written, relative to the recipe folder.
+    pub path: Option<PathBuf>,
+}
+
+impl Table {
+    /// The table as aligned text.
+    pub fn render(&self) -> String {
+        let mut header = vec!["model".to_string()];
+        header.extend(self.metrics.iter().map(|m| heading(*m)));
+        let mut lines = vec![header];
+        for (name, values) in &self.rows {
+            let mut line = vec![name.clone()];
+            line.extend(self.metrics.iter().map(|m| format_metric(*m, values[m])));
+            lines.push(line);
+        }
+        let widths: Vec<usize> = (0..lines[0].len())
+            .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut out = format!("eval {} on {} ({} samples)\n", self.name, self.data, self.samples);
+        for line in lines {
+            let cells: Vec<String> = line
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(i, (c, w))| if i == 0 { format!("{c:<w$}") } else { format!("{c:>w$}") })
+                .collect();
+            let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+        }
+        out
+    }
+
+    /// `{"base": {"accuracy": 0.97, "size": 35240}, ...}`; sizes in bytes,
+    /// latency in milliseconds, shares as fractions.
+    pub fn to_json(&self) -> String {
+        let mut root = serde_json::Map::new();
+        for (name, values) in &self.rows {
+            let mut row = serde_json::Map::new();
+            for m in &self.metrics {
+                let v = values[m];
+                let value = match m {
+                    Metric::Size => serde_json::Value::from(v as u64),
+                    _ => serde_json::Value::from(v),
+                };
+                row.insert(m.name().to_string(), value);
+            }
+            root.insert(name.clone(), serde_json::Value::Object(row));
+        }
+        let mut text = serde_json::to_string_pretty(&root).expect("metrics serialise");
+        text.push('\n');
+        text
+    }
+}
+
+fn heading(m: Metric) -> String {
+    match m {
+        Metric::Latency => "latency (ms)".into(),
+        other => other.name().into(),
+    }
+}
+
+fn format_metric(m: Metric, v: f64) -> String {
+    match m {
+        Metric::Accuracy | Metric::Sparsity => format!("{:.2}%", v * 100.0),
+        Metric::Loss => format!("{v:.4}"),
+        Metric::Size => human_bytes(v as u64),
+        Metric::Latency => format!("{v:.3}"),
+    }
+}
+
+/// `35240` as `34.4 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+pub fn run(spec: &EvalSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
+    let dataset = inputs.dataset(&spec.data.block);
+    let part = dataset.part(spec.data.split);
+    let runs_model = spec.metrics.iter().any(|m| matches!(m, Metric::Accuracy | Metric::Loss));
+    if runs_model && part.n == 0 {
+        return Err(StepError::new(
+            format!("the {} split of `{}` is empty", spec.data.split.name(), spec.data.block),
+            "give the split a share in the data block's `split`",
+        ));
+    }
+    let (xs, ys) = part.tensors(&dataset.features, ctx.dev)?;
+
+    let mut rows = Vec::with_capacity(spec.models.len());
+    for name in &spec.models {
+        let weights = inputs.weights(name);
+        let values = measure(spec, weights, &xs, &ys, dataset.classes)?;
+        rows.push((name.clone(), values));
+    }
+    let table = Table {
+        name: ctx.node.name.clone(),
+        data: format!("{}.{}", spec.data.block, spec.data.split.name()),
+        samples: part.n,
+        metrics: spec.metrics.clone(),
+        rows,
+        path: spec.path.clone(),
+    };
+    if let Some(path) = &spec.path {
+        let full = ctx.base_dir.join(path);
+        crate::formats::write_atomic(&full, table.to_json().as_bytes()).map_err(|e| {
+            StepError::new(
+                format!("cannot write `{}`: {e}", path.display()),
+                "check that the folder can be written",
+            )
+        })?;
+    }
+    Ok(Artifact::Metrics(Arc::new(table)))
+}
+
+fn measure(
+    spec: &EvalSpec,
+    weights: &WeightsArtifact,
+    xs: &candle_core::Tensor,
+    ys: &candle_core::Tensor,
+    classes: usize,
+) -> Result<BTreeMap<Metric, f64>, StepError> {
+    let mut values = BTreeMap::new();
+    let needs_scores = spec.metrics.iter().any(|m| matches!(m, Metric::Accuracy | Metric::Loss));
+    if needs_scores {
+        let arch = weights.arch.as_ref().expect("the checker requires an architecture");
+        // The loss reported is cross-entropy whatever the training loss was,
+        // so that rows trained differently stay comparable.
+        let scores = score(arch, &weights.tensors, xs, ys, Loss::CrossEntropy, classes)?;
+        values.insert(Metric::Accuracy, scores.accuracy);
+        values.insert(Metric::Loss, scores.loss);
+    }
+    for m in &spec.metrics {
+        match m {
+            Metric::Size => {
+                values.insert(*m, saved_size(weights)? as f64);
+            }
+            Metric::Sparsity => {
+                values.insert(*m, sparsity(weights)?);
+            }
+            Metric::Latency => {
+                let arch = weights.arch.as_ref().expect("the checker requires an architecture");
+                let sample = xs.narrow(0, 0, 1.min(xs.dim(0)?))?;
+                let t = latency(arch, &weights.tensors, &sample, LATENCY_REPEATS)?;
+                values.insert(*m, t.as_secs_f64() * 1e3);
+            }
+            Metric::Accuracy | Metric::Loss => {}
+        }
+    }
+    Ok(values)
+}
+
+/// The bytes of the weights written as a safetensors file without metadata.
+fn saved_size(weights: &WeightsArtifact) -> Result<usize, StepError> {
+    let mut raw = BTreeMap::new();
+    for (name, t) in &weights.tensors {
+        raw.insert(name.clone(), RawTensor::from_tensor(t)?);
+    }
+    Ok(to_bytes(&raw, &BTreeMap::new()).len())
+}
+
+/// The share of zeros among the entries of weight matrices and filters
+/// (tensors of rank 2 or more); biases and other vectors are left out, as
+/// pruning never touches them.
+pub fn sparsity(weights: &WeightsArtifact) -> Result<f64, StepError> {
+    let (mut zeros, mut total) = (0usize, 0usize);
+    for t in weights.tensors.values().filter(|t| t.rank() >= 2) {
+        let values = t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        zeros += values.iter().filter(|v| **v == 0.0).count();
+        total += values.len();
+    }
+    Ok(if total == 0 { 0.0 } else { zeros as f64 / total as f64 })
+}

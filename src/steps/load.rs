@@ -1,0 +1,43 @@
+//! The `load` step: weights from a safetensors file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::DType;
+
+use crate::check::LoadSpec;
+use crate::exec::{Artifact, Context, StepError, WeightsArtifact};
+
+pub fn run(spec: &LoadSpec, ctx: &Context) -> Result<Artifact, StepError> {
+    let full = ctx.base_dir.join(&spec.path);
+    let (raw, metadata) = crate::formats::safetensors::read(&full)
+        .map_err(|e| StepError::new(e.with_path(&spec.path).to_string(), help(&spec.path)))?;
+    let mut tensors = BTreeMap::new();
+    for (name, t) in raw {
+        let mut tensor = t.to_tensor(ctx.dev)?;
+        // A model runs in f32; without one the tensors pass through as
+        // stored.
+        if spec.arch.is_some() && tensor.dtype() != DType::F32 {
+            tensor = tensor.to_dtype(DType::F32)?;
+        }
+        tensors.insert(name, tensor);
+    }
+    // Files written by `recipe` carry the metrics of the step that made
+    // them; keep them so a loaded model can be traced.
+    let metrics: BTreeMap<String, f64> = metadata
+        .get("metrics")
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default();
+    Ok(Artifact::Weights(Arc::new(WeightsArtifact {
+        arch: spec.arch.clone(),
+        tensors,
+        made_by: ctx.node.name.clone(),
+        step_hash: ctx.node.hash.clone(),
+        metrics,
+    })))
+}
+
+fn help(path: &Path) -> String {
+    format!("`{}` changed since the recipe was checked, or is damaged", path.display())
+}
