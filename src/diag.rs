@@ -47,10 +47,14 @@ impl Error {
         match self {
             Error::Problems { src, problems, .. } => problems
                 .iter()
-                .map(|p| Report::new(Rendered::of(p.as_ref())).with_source_code(src.clone()))
+                .map(|p| {
+                    let rendered = Rendered::of(p.as_ref()).fit(src.inner());
+                    Report::new(rendered).with_source_code(src.clone())
+                })
                 .collect(),
             Error::Run { src, error } => {
-                vec![Report::new(Rendered::of(error)).with_source_code(src.clone())]
+                let rendered = Rendered::of(error).fit(src.inner());
+                vec![Report::new(rendered).with_source_code(src.clone())]
             }
             Error::NoSuchStep { name, known } => {
                 let help = format!("steps are {}", known.join(", "));
@@ -96,6 +100,34 @@ impl Rendered {
             help: d.help().map(|h| h.to_string()),
             labels: d.labels().map(|l| l.collect()).unwrap_or_default(),
         }
+    }
+}
+
+/// Lines longer than this are not quoted under a diagnostic; its position
+/// is given in words instead.
+const MAX_QUOTED_LINE: usize = 500;
+
+impl Rendered {
+    /// Replace labels on lines too long to quote (a generated file, or
+    /// thousands of brackets) by their line and column.
+    fn fit(mut self, text: &str) -> Self {
+        let mut places = Vec::new();
+        self.labels.retain(|label| {
+            let at = label.offset().min(text.len());
+            let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+            if line_end - line_start <= MAX_QUOTED_LINE {
+                return true;
+            }
+            let line = text[..at].matches('\n').count() + 1;
+            let column = text[line_start..at].chars().count() + 1;
+            places.push(format!("line {line}, column {column}"));
+            false
+        });
+        if !places.is_empty() {
+            self.message = format!("{} (at {})", self.message, places.join("; "));
+        }
+        self
     }
 }
 

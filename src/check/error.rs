@@ -225,12 +225,12 @@ pub enum CheckError {
         help: String,
     },
 
-    #[error("the split {split} is malformed")]
+    #[error("malformed split")]
     #[diagnostic(code(recipe::check::split), help("{reason}"))]
     BadSplit {
-        #[label("here")]
+        #[label("{label}")]
         span: Span,
-        split: String,
+        label: String,
         reason: String,
     },
 

@@ -97,11 +97,12 @@ pub fn check(file: &ast::File, options: &CheckOptions) -> Result<Checked, Vec<Ch
             env.skip(block);
             continue;
         }
-        let before = errors.0.len();
-        let spec = blocks::block(block, &env, &mut errors);
-        match spec {
-            Some(spec) if errors.0.len() == before => env.done(block, spec),
-            _ => env.skip(block),
+        // A block with bad settings but sound references still yields a
+        // spec (with defaults in place of the bad values), so the blocks
+        // that read it are checked too and every problem is reported.
+        match blocks::block(block, &env, &mut errors) {
+            Some(spec) => env.done(block, spec),
+            None => env.skip(block),
         }
     }
 

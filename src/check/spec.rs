@@ -501,6 +501,18 @@ pub enum QuantScheme {
 }
 
 impl QuantScheme {
+    /// The name as written in a recipe.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantScheme::Int8 => "int8",
+            QuantScheme::Int4 => "int4",
+            QuantScheme::Q8_0 => "q8_0",
+            QuantScheme::Q4_0 => "q4_0",
+            QuantScheme::Q4K => "q4_k",
+            QuantScheme::Q6K => "q6_k",
+        }
+    }
+
     /// The GGML block size along a row, for the GGML formats.
     pub fn ggml_block(self) -> Option<usize> {
         match self {

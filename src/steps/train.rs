@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::check::{Init, TrainSpec};
 use crate::exec::progress::EpochProgress;
 use crate::exec::{Artifact, Context, Inputs, StepError, WeightsArtifact};
+use crate::nn::metrics::score;
 use crate::nn::train::{fit, TrainData, TrainError};
 use crate::rng::Rng;
 
@@ -38,12 +39,22 @@ pub fn run(spec: &TrainSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact,
         classes: dataset.classes,
     };
 
+    // The starting point's scores, so that what training gained is on
+    // record beside the result.
+    let mut metrics = BTreeMap::new();
+    let loss = spec.settings.loss;
+    let start = score(&spec.arch, &init, &train_x, &train_y, loss, dataset.classes)?;
+    metrics.insert("initial_train_loss".to_string(), start.loss);
+    if let Some((val_x, val_y)) = &val {
+        let start = score(&spec.arch, &init, val_x, val_y, loss, dataset.classes)?;
+        metrics.insert("initial_val_accuracy".to_string(), start.accuracy);
+    }
+
     let progress = EpochProgress::new(ctx.progress, &ctx.node.name, spec.settings.epochs);
     let outcome = fit(&spec.arch, &init, &spec.settings, &data, &mut rng.fork("fit"), &progress);
     progress.finish();
     let outcome = outcome.map_err(train_error)?;
 
-    let mut metrics = BTreeMap::new();
     if let Some(last) = outcome.history.last() {
         metrics.insert("train_loss".to_string(), last.train_loss);
     }

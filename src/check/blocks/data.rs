@@ -23,15 +23,15 @@ pub(super) fn data(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
     };
     let shuffle = s.get("shuffle").map_or(Some(true), |v| value::boolean("shuffle", v, errors));
     let scale = match s.get("scale") {
-        Some(v) => match value::word_option("scale", v, &["none", "standard", "minmax"], errors)? {
-            "standard" => Some(Scale::Standard),
-            "minmax" => Some(Scale::MinMax),
-            _ => Some(Scale::None),
+        Some(v) => match value::word_option("scale", v, &["none", "standard", "minmax"], errors) {
+            Some("standard") => Scale::Standard,
+            Some("minmax") => Scale::MinMax,
+            _ => Scale::None,
         },
-        None => Some(Scale::None),
+        None => Scale::None,
     };
     let (source, source_value) = source?;
-    let split = split?;
+    let split = split.unwrap_or([0.7, 0.15, 0.15]);
 
     // The header tells the shape; a file that cannot be read is reported on
     // the source setting.
@@ -60,7 +60,7 @@ pub(super) fn data(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
             let split_value = s.get("split").unwrap_or(source_value);
             errors.push(CheckError::BadSplit {
                 span: split_value.span,
-                split: format!("{split:?}"),
+                label: format!("leaves the {name} split empty"),
                 reason: format!(
                     "with {} samples the {name} split would be empty; give it a larger share",
                     shape.samples
@@ -69,7 +69,7 @@ pub(super) fn data(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
             return None;
         }
     }
-    Some(DataSpec { source, split, shuffle: shuffle?, scale: scale?, shape })
+    Some(DataSpec { source, split, shuffle: shuffle.unwrap_or(true), scale, shape })
 }
 
 fn source(v: &Value, errors: &mut Errors) -> Option<Source> {
@@ -137,7 +137,7 @@ fn split(v: &Value, errors: &mut Errors) -> Option<[f64; 3]> {
     let bad = |reason: &str, errors: &mut Errors| {
         errors.push(CheckError::BadSplit {
             span: v.span,
-            split: "here".into(),
+            label: "this split".into(),
             reason: reason.to_string(),
         });
         None
@@ -169,7 +169,9 @@ fn split(v: &Value, errors: &mut Errors) -> Option<[f64; 3]> {
     };
     let sum: f64 = fractions.iter().sum();
     if (sum - 1.0).abs() > 1e-9 {
-        return bad(&format!("the shares add up to {sum}, not 1"), errors);
+        // Rounded, so that 0.7 + 0.2 + 0.2 reads as 1.1.
+        let shown = (sum * 1e9).round() / 1e9;
+        return bad(&format!("the shares add up to {shown}, not 1"), errors);
     }
     if fractions[0] == 0.0 {
         return bad("the train share must be above 0", errors);

@@ -38,12 +38,13 @@ pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
             };
             let mut metrics = Vec::new();
             for item in items {
-                let m = match value::word_option("metric", item, &METRICS, errors)? {
-                    "accuracy" => Metric::Accuracy,
-                    "loss" => Metric::Loss,
-                    "size" => Metric::Size,
-                    "sparsity" => Metric::Sparsity,
-                    _ => Metric::Latency,
+                let m = match value::word_option("metric", item, &METRICS, errors) {
+                    Some("accuracy") => Metric::Accuracy,
+                    Some("loss") => Metric::Loss,
+                    Some("size") => Metric::Size,
+                    Some("sparsity") => Metric::Sparsity,
+                    Some(_) => Metric::Latency,
+                    None => continue,
                 };
                 if !metrics.contains(&m) {
                     metrics.push(m);
@@ -53,17 +54,14 @@ pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
         }
         None => Some(vec![Metric::Accuracy, Metric::Loss]),
     };
-    let path = match s.get("path") {
-        Some(v) => {
-            let p = value::string("path", v, errors)?;
-            if !p.ends_with(".json") {
-                errors.push(value::wrong_type("path", v, "a `.json` file", "\"out/report.json\""));
-                return None;
-            }
-            Some(p.into())
+    let path = s.get("path").and_then(|v| {
+        let p = value::string("path", v, errors)?;
+        if !p.ends_with(".json") {
+            errors.push(value::wrong_type("path", v, "a `.json` file", "\"out/report.json\""));
+            return None;
         }
-        None => None,
-    };
+        Some(p.into())
+    });
     let (models, data, metrics) = (models?, data?, metrics?);
 
     // Accuracy, loss and latency run the model, so they need its layers.

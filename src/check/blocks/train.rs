@@ -45,8 +45,8 @@ pub(super) fn train(block: &ast::Block, env: &Env, errors: &mut Errors) -> Optio
     let data = s
         .require("data", "digits", errors)
         .and_then(|v| env.data_ref("data", v, Split::Train, errors));
-    let settings = settings(&s, &default_settings(), errors);
-    let (init, data, settings) = (init?, data?, settings?);
+    let settings = settings(&s, &default_settings(), errors).unwrap_or_else(default_settings);
+    let (init, data) = (init?, data?);
 
     let (Init::Model(source) | Init::Weights(source)) = &init;
     let Some(arch) = env.arch(source).cloned() else {
@@ -285,8 +285,8 @@ pub(crate) fn finetune(
         .require("data", "digits", errors)
         .and_then(|v| env.data_ref("data", v, Split::Train, errors));
     let base = from.and_then(|f| env.train_settings(f)).cloned().unwrap_or_else(default_settings);
-    let settings = settings(&s, &base, errors);
-    Some(Finetune { data: data?, settings: settings? })
+    let settings = settings(&s, &base, errors).unwrap_or(base);
+    Some(Finetune { data: data?, settings })
 }
 
 // ---------------------------------------------------------------------------
@@ -313,23 +313,20 @@ pub(super) fn search(block: &ast::Block, env: &Env, errors: &mut Errors) -> Opti
         }
         Some(name)
     });
-    let strategy = match s.get("strategy") {
-        Some(v) => strategy(v, errors),
-        None => Some(Strategy::Random),
-    };
+    let strategy = s.get("strategy").map_or(Some(Strategy::Random), |v| strategy(v, errors));
     let trials = s.get("trials").map(|v| (value::count("trials", v, 1, errors), v));
+    let default_objective = Objective { maximize: true, metric: Metric::Accuracy };
     let objective = match s.get("objective") {
-        Some(v) => objective(v, errors),
-        None => Some(Objective { maximize: true, metric: Metric::Accuracy }),
+        Some(v) => objective(v, errors).unwrap_or(default_objective),
+        None => default_objective,
     };
     let space_value = s.require("space", "{ optimizer.lr = loguniform(1e-3, 1.0) }", errors);
-    let (train_block, strategy, objective, space_value) =
-        (train_block?, strategy?, objective?, space_value?);
+    let (train_block, strategy, space_value) = (train_block?, strategy?, space_value?);
     let Some(Spec::Train(train)) = env.spec(train_block) else { return None };
 
     let space = space(space_value, train_block, train, strategy, errors)?;
     let trials = match (trials, strategy) {
-        (Some((n, _)), _) => n?,
+        (Some((n, _)), _) => n.unwrap_or(1),
         (None, Strategy::Grid) => space.iter().map(|d| grid_size(&d.dist)).product(),
         (None, _) => 16,
     };

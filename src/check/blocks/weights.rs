@@ -31,7 +31,7 @@ pub(super) fn load(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
         Err(e) => {
             errors.push(CheckError::Weights {
                 span: path_value.span,
-                message: e.to_string(),
+                message: e.with_path(std::path::Path::new(path)).to_string(),
                 help: "relative paths start from the folder of the recipe".into(),
             });
             return None;
@@ -211,13 +211,13 @@ pub(super) fn prune(block: &ast::Block, env: &Env, errors: &mut Errors) -> Optio
     }
     Some(PruneSpec {
         from: from.to_string(),
-        method: method?,
-        amount: amount?,
-        scope: scope?,
+        method: method.unwrap_or(PruneMethod::Magnitude),
+        amount: amount.unwrap_or(PruneAmount::Sparsity(0.0)),
+        scope: scope.unwrap_or(Scope::Global),
         pattern,
         targets,
         ignore,
-        steps: steps?,
+        steps: steps.unwrap_or(1),
         finetune,
     })
 }
@@ -294,7 +294,7 @@ pub(super) fn quantize(block: &ast::Block, env: &Env, errors: &mut Errors) -> Op
                 errors.push(CheckError::SchemeMismatch {
                     span: at.span,
                     tensor: t.name.clone(),
-                    scheme: format!("{scheme:?}").to_lowercase(),
+                    scheme: scheme.name().to_string(),
                     reason: format!(
                         "`{}` has rows of {row} values, not a multiple of {block_len}",
                         t.name
@@ -311,8 +311,8 @@ pub(super) fn quantize(block: &ast::Block, env: &Env, errors: &mut Errors) -> Op
     Some(QuantSpec {
         from: from.to_string(),
         scheme,
-        granularity: granularity?,
-        symmetric: symmetric?,
+        granularity: granularity.unwrap_or(Granularity::PerChannel),
+        symmetric: symmetric.unwrap_or(true),
         targets,
         ignore,
         finetune,
@@ -373,7 +373,7 @@ pub(super) fn save(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
         });
         return None;
     }
-    Some(SaveSpec { from: from.to_string(), path: path.into(), format: format? })
+    Some(SaveSpec { from: from.to_string(), path: path.into(), format: format.unwrap_or(SaveFormat::Dense) })
 }
 
 /// Whether a block's weights come out of a GGML quantization.

@@ -1,0 +1,64 @@
+//! Helpers shared by the integration tests: running a recipe in a scratch
+//! folder and reading what it wrote.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use recipe::exec::{ProgressMode, RunOptions};
+use recipe::Recipe;
+
+/// What a run wrote, by path relative to the recipe folder.
+pub struct Ran {
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub report: recipe::exec::RunReport,
+}
+
+pub fn options(recipe: &Recipe) -> RunOptions {
+    RunOptions { device: None, base_dir: recipe.base_dir(), progress: ProgressMode::Quiet }
+}
+
+/// Copy the recipe's folder (without earlier outputs) to a fresh temporary
+/// folder, run the recipe there, and read back every file it wrote.
+pub fn run_in_copy(path: &Path, overrides: &[String]) -> Ran {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let src = path.parent().expect("a recipe lives in a folder");
+    for entry in std::fs::read_dir(src).expect("the recipe folder is readable") {
+        let entry = entry.expect("a folder entry");
+        if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+        }
+    }
+    let copy = dir.path().join(path.file_name().expect("a file name"));
+    let recipe = Recipe::read(&copy).expect("the copy is readable");
+    let (_, report) = recipe
+        .run(overrides, None, &options(&recipe))
+        .unwrap_or_else(|e| panic!("{} failed:\n{}", path.display(), e.render(80)));
+    let files = report
+        .written
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(dir.path().join(p)).expect("a written file exists");
+            (p.display().to_string(), bytes)
+        })
+        .collect();
+    Ran { files, report }
+}
+
+/// The string metadata of a safetensors file.
+pub fn metadata(bytes: &[u8]) -> BTreeMap<String, String> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).expect("a safetensors file");
+    meta.metadata().clone().unwrap_or_default().into_iter().collect()
+}
+
+/// Every tensor of a safetensors file: dtype, shape and raw bytes.
+pub fn read_tensors(bytes: &[u8]) -> BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
+    let st = safetensors::SafeTensors::deserialize(bytes).expect("a safetensors file");
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            (name, (format!("{:?}", view.dtype()), view.shape().to_vec(), view.data().to_vec()))
+        })
+        .collect()
+}
