@@ -1,6 +1,6 @@
 //! Diagnostics: the library's error type and how it is rendered.
 //!
-//! Every stage reports typed errors with spans. [`Error`] gathers them with
+//! Every stage reports typed errors with spans. [`enum@Error`] gathers them with
 //! the recipe text they point into, so each renders the way rustc shows its
 //! errors: the message, the code, the source lines with a label under the
 //! offending span, and a help line.
@@ -38,7 +38,7 @@ pub enum Error {
 
     /// A step failed or could not start.
     #[error("{error}")]
-    Run { src: NamedSource<String>, error: RunError },
+    Run { src: NamedSource<String>, error: Box<RunError> },
 }
 
 impl Error {
@@ -53,7 +53,7 @@ impl Error {
                 })
                 .collect(),
             Error::Run { src, error } => {
-                let rendered = Rendered::of(error).fit(src.inner());
+                let rendered = Rendered::of(error.as_ref()).fit(src.inner());
                 vec![Report::new(rendered).with_source_code(src.clone())]
             }
             Error::NoSuchStep { name, known } => {
@@ -189,5 +189,5 @@ where
 
 pub(crate) fn run_error(recipe: &Recipe, overrides: &[String], error: RunError) -> Error {
     let text = crate::overrides::shown_text(&recipe.text, overrides);
-    Error::Run { src: source(recipe, &text), error }
+    Error::Run { src: source(recipe, &text), error: Box::new(error) }
 }

@@ -102,7 +102,10 @@ impl Recipe {
     }
 
     /// Parse, apply `--set` overrides (`block.key=value`) and check.
-    pub fn check(&self, overrides: &[String]) -> Result<(syntax::ast::File, check::Checked), Error> {
+    pub fn check(
+        &self,
+        overrides: &[String],
+    ) -> Result<(syntax::ast::File, check::Checked), Error> {
         let mut ast = self.parse()?;
         let shown = overrides::apply(&mut ast, &self.text, overrides)
             .map_err(|(text, errors)| diag::problems_in(self, &text, errors))?;

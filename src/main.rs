@@ -14,7 +14,11 @@ use recipe::exec::{ProgressMode, RunOptions};
 use recipe::{Error, Recipe};
 
 #[derive(Parser)]
-#[command(name = "recipe", version, about = "Train, search, prune, quantize and evaluate models from declarative recipes")]
+#[command(
+    name = "recipe",
+    version,
+    about = "Train, search, prune, quantize and evaluate models from declarative recipes"
+)]
 struct Cli {
     /// Show more: `-v` for progress and decisions, `-vv` for every batch.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

@@ -2,8 +2,6 @@
 //! diagnostic that names the problem, points at it and says what to do.
 //! The rendered text (no colour, 80 columns) is snapshotted per file.
 
-use std::path::Path;
-
 use recipe::Recipe;
 
 #[test]
@@ -12,7 +10,7 @@ fn bad_recipes_render_their_diagnostics() {
         let name = path.file_name().expect("a globbed file has a name");
         // Show the path relative to the package so snapshots do not depend
         // on where the checkout lives.
-        let shown = Path::new("tests/bad").join(name);
+        let shown = std::path::Path::new("tests/bad").join(name);
         let bytes = std::fs::read(path).expect("the fixture is readable");
         let recipe = Recipe::from_bytes(&shown, &bytes);
         let err = recipe.compile(&[]).expect_err("a bad recipe must be refused");

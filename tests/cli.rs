@@ -120,8 +120,13 @@ fn divergence_stops_the_step_and_writes_nothing() {
     assert!(err.contains("step `base` failed"), "{err}");
     assert!(err.contains("in epoch 1"), "{err}");
     assert!(err.contains("train base"), "the diagnostic quotes the block: {err}");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers, vec![std::ffi::OsString::from("small.opt")], "no output, no temporary file");
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(
+        leftovers,
+        vec![std::ffi::OsString::from("small.opt")],
+        "no output, no temporary file"
+    );
 }
 
 #[test]

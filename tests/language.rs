@@ -11,8 +11,9 @@ use recipe::Recipe;
 
 /// The fenced code blocks of the reference, in order.
 fn examples() -> Vec<String> {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/LANGUAGE.md"))
-        .expect("docs/LANGUAGE.md is readable");
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/LANGUAGE.md"))
+            .expect("docs/LANGUAGE.md is readable");
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in doc.lines() {
@@ -83,9 +84,7 @@ fn language_folder() -> tempfile::TempDir {
     );
     std::fs::write(dir.path().join("maker.opt"), maker).unwrap();
     let maker = Recipe::read(&dir.path().join("maker.opt")).unwrap();
-    maker
-        .run(&[], None, &common::options(&maker))
-        .unwrap_or_else(|e| panic!("{}", e.render(80)));
+    maker.run(&[], None, &common::options(&maker)).unwrap_or_else(|e| panic!("{}", e.render(80)));
     let recipe = Recipe::read(&dir.path().join("language.opt")).unwrap();
     assert!(recipe.compile(&[]).is_ok());
     dir
@@ -128,14 +127,16 @@ fn runnable_examples_run() {
     assert!(report.outputs.contains_key("base"));
 
     // load, eval (with every metric) and save.
-    let report = run(&["report.models=[base, pretrained]", "report.path=\"out/report.json\""], "report");
+    let report =
+        run(&["report.models=[base, pretrained]", "report.path=\"out/report.json\""], "report");
     let table = &report.tables[0];
     assert_eq!(table.rows.len(), 2);
     for (_, values) in &table.rows {
         assert_eq!(values.len(), 5, "accuracy, loss, size, sparsity and latency");
     }
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap())
+            .unwrap();
     assert!(json["pretrained"]["accuracy"].as_f64().unwrap() > 0.9);
 
     run(&["out.from=pretrained"], "out");

@@ -66,7 +66,11 @@ fn every_recipe_runs_and_repeats_byte_for_byte() {
             path.display()
         );
         for (name, bytes) in &first.files {
-            assert!(bytes == &second.files[name], "{}: `{name}` differs between runs", path.display());
+            assert!(
+                bytes == &second.files[name],
+                "{}: `{name}` differs between runs",
+                path.display()
+            );
         }
     }
 }

@@ -107,7 +107,7 @@ pub fn check(file: &ast::File, options: &CheckOptions) -> Result<Checked, Vec<Ch
     }
 
     if !errors.0.is_empty() {
-        errors.0.sort_by_key(|e| error_start(e));
+        errors.0.sort_by_key(error_start);
         return Err(errors.0);
     }
     let settings = settings.expect("recipe settings are only missing after an error");

@@ -52,7 +52,12 @@ pub(crate) struct Env<'a> {
 
 impl<'a> Env<'a> {
     pub fn new(base_dir: &'a Path) -> Self {
-        Env { base_dir, declared: BTreeMap::new(), checked: BTreeMap::new(), failed: BTreeSet::new() }
+        Env {
+            base_dir,
+            declared: BTreeMap::new(),
+            checked: BTreeMap::new(),
+            failed: BTreeSet::new(),
+        }
     }
 
     /// Add a block; if the name is taken, the span of the first definition.
@@ -353,9 +358,9 @@ pub(crate) fn dependency_order<'a>(
             if placed.contains(name) {
                 continue;
             }
-            let ready = deps[name]
-                .iter()
-                .all(|(d, _)| placed.contains(d) || env.declared(d).is_none() || in_cycle.contains(*d));
+            let ready = deps[name].iter().all(|(d, _)| {
+                placed.contains(d) || env.declared(d).is_none() || in_cycle.contains(*d)
+            });
             if ready {
                 placed.insert(name);
                 order.push(*b);

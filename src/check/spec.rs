@@ -135,11 +135,21 @@ pub struct DataSpec {
 pub enum Source {
     Builtin(String),
     /// A CSV file with a header row; `label` names the class column.
-    Csv { path: PathBuf, label: String },
+    Csv {
+        path: PathBuf,
+        label: String,
+    },
     /// MNIST's IDX format, optionally gzipped.
-    Idx { images: PathBuf, labels: PathBuf },
+    Idx {
+        images: PathBuf,
+        labels: PathBuf,
+    },
     /// Features in tensor `x`, integer class labels in tensor `y`.
-    Safetensors { path: PathBuf, x: String, y: String },
+    Safetensors {
+        path: PathBuf,
+        x: String,
+        y: String,
+    },
 }
 
 impl Source {
@@ -248,13 +258,26 @@ impl Arch {
 /// One layer of a sequential model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Layer {
-    Linear { out: usize },
-    Conv2d { out: usize, kernel: usize, stride: usize, padding: usize },
-    MaxPool { k: usize },
+    Linear {
+        out: usize,
+    },
+    Conv2d {
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    MaxPool {
+        k: usize,
+    },
     Flatten,
     /// The shape of one sample after the layer (the batch dimension is kept).
-    Reshape { shape: Vec<usize> },
-    Dropout { p: f64 },
+    Reshape {
+        shape: Vec<usize>,
+    },
+    Dropout {
+        p: f64,
+    },
     Relu,
     Gelu,
     Tanh,
@@ -326,12 +349,31 @@ pub struct TrainSettings {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Optimizer {
-    Sgd { lr: f64, momentum: f64, weight_decay: f64, nesterov: bool },
-    Adam { lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64 },
-    AdamW { lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64 },
+    Sgd {
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+        nesterov: bool,
+    },
+    Adam {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
+    AdamW {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
     /// Gradient-free: perturb every weight by Gaussian noise of scale
     /// `sigma`, keep the perturbation only when the training loss falls.
-    RandomSearch { sigma: f64 },
+    RandomSearch {
+        sigma: f64,
+    },
 }
 
 impl Optimizer {
@@ -358,7 +400,10 @@ pub enum Schedule {
     /// Cosine annealing from the base rate to zero over all epochs.
     Cosine,
     /// Multiply the rate by `gamma` every `every` epochs.
-    Step { every: usize, gamma: f64 },
+    Step {
+        every: usize,
+        gamma: f64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -389,7 +434,9 @@ pub enum Strategy {
     Grid,
     /// Successive halving; the best `1/eta` of the trials go on to the next
     /// rung with `eta` times the epochs.
-    Halving { eta: usize },
+    Halving {
+        eta: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -408,10 +455,21 @@ pub struct Dimension {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Distribution {
-    Uniform { low: f64, high: f64, points: Option<usize> },
-    LogUniform { low: f64, high: f64, points: Option<usize> },
+    Uniform {
+        low: f64,
+        high: f64,
+        points: Option<usize>,
+    },
+    LogUniform {
+        low: f64,
+        high: f64,
+        points: Option<usize>,
+    },
     /// Integers from `low` to `high`, both included.
-    Range { low: i64, high: i64 },
+    Range {
+        low: i64,
+        high: i64,
+    },
     Choice(Vec<Scalar>),
 }
 

@@ -228,13 +228,9 @@ pub(crate) fn callish<'a>(
         ValueKind::Word(w) => {
             Some(Callish { name: w, name_span: v.span, span: v.span, args: &[], named: &[] })
         }
-        ValueKind::Call(Call { name, args, named }) => Some(Callish {
-            name: &name.name,
-            name_span: name.span,
-            span: v.span,
-            args,
-            named,
-        }),
+        ValueKind::Call(Call { name, args, named }) => {
+            Some(Callish { name: &name.name, name_span: name.span, span: v.span, args, named })
+        }
         _ => {
             errors.push(wrong_type(key, v, "a name or a call", example));
             None
@@ -276,7 +272,12 @@ pub(crate) fn word_option<'o>(
         ValueKind::Word(w) => option(key, w, v.span, options, errors),
         _ => {
             let example = format!("{key} = {}", options[0]);
-            errors.push(wrong_type(key, v, &format!("one of {}", list_words(options.to_vec())), &example));
+            errors.push(wrong_type(
+                key,
+                v,
+                &format!("one of {}", list_words(options.to_vec())),
+                &example,
+            ));
             None
         }
     }

@@ -121,8 +121,10 @@ pub enum RunError {
     #[error("{reason}")]
     #[diagnostic(
         code(recipe::run::not_runnable),
-        help("this version checks such steps but cannot run them; run the steps this one does \
-              not need with `--only NAME`")
+        help(
+            "this version checks such steps but cannot run them; run the steps this one does \
+              not need with `--only NAME`"
+        )
     )]
     NotRunnable {
         #[label("cannot run `{name}`")]
@@ -208,7 +210,11 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
     for node in &graph.nodes {
         let block = blocks[node.name.as_str()];
         if let Some(reason) = steps::unsupported(&block.spec) {
-            return Err(RunError::NotRunnable { span: block.span, reason, name: node.name.clone() });
+            return Err(RunError::NotRunnable {
+                span: block.span,
+                reason,
+                name: node.name.clone(),
+            });
         }
     }
 

@@ -99,7 +99,14 @@ pub fn plan(checked: &Checked, base_dir: &Path) -> Result<Graph, GraphError> {
         }
         let hash = hasher.finalize().to_hex().to_string();
         hashes.insert(&block.name, hash.clone());
-        nodes.push(Node { name: block.name.clone(), kind: block.spec.kind(), inputs, reads, writes, hash });
+        nodes.push(Node {
+            name: block.name.clone(),
+            kind: block.spec.kind(),
+            inputs,
+            reads,
+            writes,
+            hash,
+        });
     }
     Ok(Graph { nodes })
 }
@@ -152,8 +159,6 @@ fn writes(spec: &Spec) -> Vec<PathBuf> {
 
 fn file_hash(path: &Path) -> Result<String, GraphError> {
     let mut hasher = blake3::Hasher::new();
-    hasher
-        .update_mmap(path)
-        .map_err(|source| GraphError { path: path.to_path_buf(), source })?;
+    hasher.update_mmap(path).map_err(|source| GraphError { path: path.to_path_buf(), source })?;
     Ok(hasher.finalize().to_hex().to_string())
 }

@@ -10,7 +10,12 @@ use crate::check::{Checked, Spec, TensorInfo};
 pub fn render_plan(checked: &Checked, graph: &Graph) -> String {
     let mut out = String::new();
     let n = graph.nodes.len();
-    let _ = writeln!(out, "recipe {}: {n} step{}", checked.settings.name, if n == 1 { "" } else { "s" });
+    let _ = writeln!(
+        out,
+        "recipe {}: {n} step{}",
+        checked.settings.name,
+        if n == 1 { "" } else { "s" }
+    );
     for (idx, node) in graph.nodes.iter().enumerate() {
         let Some(block) = checked.block(&node.name) else { continue };
         let _ = writeln!(
@@ -47,7 +52,12 @@ pub fn render_plan(checked: &Checked, graph: &Graph) -> String {
 /// The tensor bytes of a block's weights when they are known before running.
 fn weights_bytes(checked: &Checked, name: &str) -> Option<u64> {
     let tensors = tensors_of(checked, name)?;
-    Some(tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64 * dtype_size(&t.dtype)).sum())
+    Some(
+        tensors
+            .iter()
+            .map(|t| t.shape.iter().product::<usize>() as u64 * dtype_size(&t.dtype))
+            .sum(),
+    )
 }
 
 fn tensors_of(checked: &Checked, name: &str) -> Option<Vec<TensorInfo>> {

@@ -42,10 +42,7 @@ pub fn loss(kind: Loss, out: &Tensor, ys: &Tensor) -> Result<Tensor> {
 /// One-hot rows `[b, classes]` for labels `[b]`.
 fn one_hot(ys: &Tensor, classes: usize, dtype: DType) -> Result<Tensor> {
     let ids = Tensor::arange(0u32, classes as u32, ys.device())?;
-    ys.to_dtype(DType::U32)?
-        .unsqueeze(1)?
-        .broadcast_eq(&ids.unsqueeze(0)?)?
-        .to_dtype(dtype)
+    ys.to_dtype(DType::U32)?.unsqueeze(1)?.broadcast_eq(&ids.unsqueeze(0)?)?.to_dtype(dtype)
 }
 
 /// Checks that every label of `ys` is below `classes`, so a loss never indexes past a row.
@@ -73,10 +70,7 @@ pub fn score(
         bail!("cannot score an empty split");
     }
     if ys.dims() != [n] {
-        bail!(
-            "{n} samples need {n} labels, found labels of shape {:?}",
-            ys.dims()
-        );
+        bail!("{n} samples need {n} labels, found labels of shape {:?}", ys.dims());
     }
     let ys = ys.to_dtype(DType::U32)?;
     check_labels(&ys, classes)?;
@@ -87,17 +81,10 @@ pub fn score(
         let out = forward(arch, weights, &batch_xs, None)?;
         let batch_loss = loss(loss_kind, &out, &batch_ys)?.to_dtype(DType::F64)?;
         loss_sum += batch_loss.to_scalar::<f64>()? * b_sz as f64;
-        let hits = out
-            .argmax(D::Minus1)?
-            .eq(&batch_ys)?
-            .to_dtype(DType::F64)?
-            .sum_all()?;
+        let hits = out.argmax(D::Minus1)?.eq(&batch_ys)?.to_dtype(DType::F64)?.sum_all()?;
         correct += hits.to_scalar::<f64>()?;
     }
-    Ok(Scores {
-        accuracy: correct / n as f64,
-        loss: loss_sum / n as f64,
-    })
+    Ok(Scores { accuracy: correct / n as f64, loss: loss_sum / n as f64 })
 }
 
 /// The median wall time of `repeats` forward passes of one sample, after a few warm-up
@@ -130,11 +117,7 @@ pub fn latency(
     }
     times.sort();
     let mid = times.len() / 2;
-    Ok(if times.len() % 2 == 1 {
-        times[mid]
-    } else {
-        (times[mid - 1] + times[mid]) / 2
-    })
+    Ok(if times.len() % 2 == 1 { times[mid] } else { (times[mid - 1] + times[mid]) / 2 })
 }
 
 #[cfg(test)]
@@ -172,11 +155,7 @@ mod tests {
         let scores = score(&arch, &ws, &xs, &ys, Loss::CrossEntropy, 3)?;
         let out = forward(&arch, &ws, &xs, None)?;
         let whole = loss(Loss::CrossEntropy, &out, &ys)?.to_scalar::<f32>()? as f64;
-        assert!(
-            (scores.loss - whole).abs() < 1e-5,
-            "{} vs {whole}",
-            scores.loss
-        );
+        assert!((scores.loss - whole).abs() < 1e-5, "{} vs {whole}", scores.loss);
         assert!((0.0..=1.0).contains(&scores.accuracy));
 
         let bad = Tensor::from_vec(vec![5u32; n], n, &dev)?;

@@ -41,16 +41,10 @@ pub fn init(arch: &Arch, rng: &mut Rng, dev: &Device) -> Result<Weights> {
         if name.ends_with(".weight") {
             let fan_in: usize = shape.iter().skip(1).product();
             // PyTorch leaves an empty layer's parameters at zero rather than dividing by zero.
-            bound = if fan_in == 0 {
-                0.0
-            } else {
-                1.0 / (fan_in as f64).sqrt()
-            };
+            bound = if fan_in == 0 { 0.0 } else { 1.0 / (fan_in as f64).sqrt() };
         }
         let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n)
-            .map(|_| rng.uniform_in(-bound, bound) as f32)
-            .collect();
+        let values: Vec<f32> = (0..n).map(|_| rng.uniform_in(-bound, bound) as f32).collect();
         weights.insert(name, Tensor::from_vec(values, shape, dev)?);
     }
     Ok(weights)
@@ -75,12 +69,7 @@ pub fn forward(
                 let (w, b) = (param(weights, idx, "weight")?, param(weights, idx, "bias")?);
                 linear(&xs, w, b)?
             }
-            Layer::Conv2d {
-                out,
-                stride,
-                padding,
-                ..
-            } => {
+            Layer::Conv2d { out, stride, padding, .. } => {
                 let (w, b) = (param(weights, idx, "weight")?, param(weights, idx, "bias")?);
                 let ys = xs.conv2d(w, *padding, *stride, 1, 1)?;
                 ys.broadcast_add(&b.reshape((1, *out, 1, 1))?)?
@@ -139,14 +128,9 @@ fn apply_dropout(xs: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
         return Ok(xs.clone());
     }
     // With `p >= 1` every value is dropped, as in PyTorch, and no scale is needed.
-    let scale = if p < 1.0 {
-        (1.0 / (1.0 - p)) as f32
-    } else {
-        0.0
-    };
-    let mask: Vec<f32> = (0..xs.elem_count())
-        .map(|_| if rng.uniform() < p { 0.0 } else { scale })
-        .collect();
+    let scale = if p < 1.0 { (1.0 / (1.0 - p)) as f32 } else { 0.0 };
+    let mask: Vec<f32> =
+        (0..xs.elem_count()).map(|_| if rng.uniform() < p { 0.0 } else { scale }).collect();
     let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
     xs.mul(&mask)
 }
@@ -156,14 +140,9 @@ fn apply_dropout(xs: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
 pub(crate) fn arch_weights(arch: &Arch, weights: &Weights) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     for (name, shape) in arch.params() {
-        let Some(t) = weights.get(&name) else {
-            bail!("weight `{name}` is missing")
-        };
+        let Some(t) = weights.get(&name) else { bail!("weight `{name}` is missing") };
         if t.dims() != shape.as_slice() {
-            bail!(
-                "weight `{name}` has shape {:?} but the model needs {shape:?}",
-                t.dims()
-            );
+            bail!("weight `{name}` has shape {:?} but the model needs {shape:?}", t.dims());
         }
         out.push((name, t.to_dtype(DType::F32)?.contiguous()?));
     }
@@ -193,15 +172,8 @@ pub(crate) mod tests {
         Arch {
             input: vec![64],
             layers: vec![
-                Layer::Reshape {
-                    shape: vec![1, 8, 8],
-                },
-                Layer::Conv2d {
-                    out: 4,
-                    kernel: 3,
-                    stride: 1,
-                    padding: 1,
-                },
+                Layer::Reshape { shape: vec![1, 8, 8] },
+                Layer::Conv2d { out: 4, kernel: 3, stride: 1, padding: 1 },
                 Layer::Gelu,
                 Layer::MaxPool { k: 2 },
                 Layer::Flatten,
@@ -235,11 +207,7 @@ pub(crate) mod tests {
                 assert_eq!(ws[name].dims(), shape.as_slice(), "{name}");
                 assert_eq!(ws[name].dtype(), DType::F32);
                 // The bias shares the bound of the weight listed just before it.
-                let w_shape = if name.ends_with(".bias") {
-                    &params[idx - 1].1
-                } else {
-                    shape
-                };
+                let w_shape = if name.ends_with(".bias") { &params[idx - 1].1 } else { shape };
                 let bound = 1.0 / (w_shape.iter().skip(1).product::<usize>() as f32).sqrt();
                 assert!(values(&ws[name]).iter().all(|v| v.abs() <= bound), "{name}");
             }
@@ -264,11 +232,7 @@ pub(crate) mod tests {
     #[test]
     fn forward_shapes() -> Result<()> {
         let dev = Device::Cpu;
-        let xs = Tensor::from_vec(
-            (0..5 * 64).map(|v| v as f32 / 100.0).collect(),
-            (5, 64),
-            &dev,
-        )?;
+        let xs = Tensor::from_vec((0..5 * 64).map(|v| v as f32 / 100.0).collect(), (5, 64), &dev)?;
         let arch = cnn();
         let ws = init(&arch, &mut Rng::new(0, "init"), &dev)?;
         assert_eq!(forward(&arch, &ws, &xs, None)?.dims(), &[5, 10]);
@@ -289,10 +253,7 @@ pub(crate) mod tests {
         ws.remove("3.bias");
         let xs = Tensor::zeros((2, 4), DType::F32, &dev)?;
         let err = forward(&arch, &ws, &xs, None).unwrap_err();
-        assert!(
-            err.to_string().contains("weight `3.bias` is missing"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("weight `3.bias` is missing"), "{err}");
         Ok(())
     }
 
@@ -303,16 +264,10 @@ pub(crate) mod tests {
     #[test]
     fn linear_forward_by_hand() -> Result<()> {
         let dev = Device::Cpu;
-        let arch = Arch {
-            input: vec![3],
-            layers: vec![Layer::Linear { out: 2 }],
-            shapes: vec![vec![2]],
-        };
+        let arch =
+            Arch { input: vec![3], layers: vec![Layer::Linear { out: 2 }], shapes: vec![vec![2]] };
         let mut ws = Weights::new();
-        ws.insert(
-            "0.weight".into(),
-            Tensor::new(&[[1f32, 2., 3.], [-1., 0., 0.5]], &dev)?,
-        );
+        ws.insert("0.weight".into(), Tensor::new(&[[1f32, 2., 3.], [-1., 0., 0.5]], &dev)?);
         ws.insert("0.bias".into(), Tensor::new(&[0.1f32, -0.2], &dev)?);
         let xs = Tensor::new(&[[1f32, 1., 1.], [2., -1., 4.]], &dev)?;
         let ys = values(&forward(&arch, &ws, &xs, None)?);

@@ -21,40 +21,15 @@ pub trait Optimizer {
 /// The optimizer that `settings` asks for, or `None` for the gradient-free `random_search`.
 pub fn build(settings: &spec::Optimizer, vars: Vec<Var>) -> Option<Box<dyn Optimizer>> {
     match *settings {
-        spec::Optimizer::Sgd {
-            momentum,
-            weight_decay,
-            nesterov,
-            ..
-        } => Some(Box::new(Sgd::new(vars, momentum, weight_decay, nesterov))),
-        spec::Optimizer::Adam {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            ..
-        } => Some(Box::new(Adam::new(
-            vars,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            false,
-        ))),
-        spec::Optimizer::AdamW {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            ..
-        } => Some(Box::new(Adam::new(
-            vars,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            true,
-        ))),
+        spec::Optimizer::Sgd { momentum, weight_decay, nesterov, .. } => {
+            Some(Box::new(Sgd::new(vars, momentum, weight_decay, nesterov)))
+        }
+        spec::Optimizer::Adam { beta1, beta2, eps, weight_decay, .. } => {
+            Some(Box::new(Adam::new(vars, beta1, beta2, eps, weight_decay, false)))
+        }
+        spec::Optimizer::AdamW { beta1, beta2, eps, weight_decay, .. } => {
+            Some(Box::new(Adam::new(vars, beta1, beta2, eps, weight_decay, true)))
+        }
         spec::Optimizer::RandomSearch { .. } => None,
     }
 }
@@ -80,13 +55,7 @@ pub struct Sgd {
 impl Sgd {
     pub fn new(vars: Vec<Var>, momentum: f64, weight_decay: f64, nesterov: bool) -> Self {
         let buffers = vec![None; vars.len()];
-        Sgd {
-            vars,
-            momentum,
-            weight_decay,
-            nesterov,
-            buffers,
-        }
+        Sgd { vars, momentum, weight_decay, nesterov, buffers }
     }
 }
 
@@ -104,11 +73,7 @@ impl Optimizer for Sgd {
                     Some(b) => ((b * self.momentum)? + &g)?,
                     None => g.clone(),
                 };
-                g = if self.nesterov {
-                    (g + (&b * self.momentum)?)?
-                } else {
-                    b.clone()
-                };
+                g = if self.nesterov { (g + (&b * self.momentum)?)? } else { b.clone() };
                 *buffer = Some(b);
             }
             var.set(&(p - (g * lr)?)?)?;
@@ -149,16 +114,7 @@ impl Adam {
         decoupled: bool,
     ) -> Self {
         let moments = vec![None; vars.len()];
-        Adam {
-            vars,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            decoupled,
-            t: 0,
-            moments,
-        }
+        Adam { vars, beta1, beta2, eps, weight_decay, decoupled, t: 0, moments }
     }
 }
 

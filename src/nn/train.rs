@@ -152,17 +152,11 @@ pub fn fit(
         return Err(TrainError::ZeroBatch);
     }
     if train_y.dims() != [n] {
-        return Err(TrainError::LabelCount {
-            samples: n,
-            labels: train_y.elem_count(),
-        });
+        return Err(TrainError::LabelCount { samples: n, labels: train_y.elem_count() });
     }
     if arch.output() != [data.classes] {
         let output = arch.output().to_vec();
-        return Err(TrainError::Classes {
-            output,
-            classes: data.classes,
-        });
+        return Err(TrainError::Classes { output, classes: data.classes });
     }
     check_labels(&train_y, data.classes)?;
     let dev = train_x.device().clone();
@@ -181,10 +175,7 @@ pub fn fit(
     for (name, t) in params {
         vars.push((name, Var::from_tensor(&t.to_device(&dev)?.detach())?));
     }
-    let mut opt = optim::build(
-        &settings.optimizer,
-        vars.iter().map(|(_, v)| v.clone()).collect(),
-    );
+    let mut opt = optim::build(&settings.optimizer, vars.iter().map(|(_, v)| v.clone()).collect());
 
     let mut history = Vec::with_capacity(settings.epochs);
     let mut best: Option<(f64, usize, Weights)> = None;
@@ -192,12 +183,8 @@ pub fn fit(
     let mut stopped_early = false;
     for epoch_idx in 0..settings.epochs {
         let epoch = epoch_idx + 1;
-        let lr = schedule_lr(
-            &settings.schedule,
-            settings.optimizer.lr(),
-            epoch_idx,
-            settings.epochs,
-        );
+        let lr =
+            schedule_lr(&settings.schedule, settings.optimizer.lr(), epoch_idx, settings.epochs);
         let mut epoch_rng = rng.fork(&format!("epoch {epoch}"));
         let order = epoch_rng.permutation(n);
         let mut dropout_rng = epoch_rng.fork("dropout");
@@ -228,12 +215,7 @@ pub fn fit(
                 }
                 None => {
                     let sigma = settings.optimizer.lr();
-                    let batch = Batch {
-                        arch,
-                        xs: &xs,
-                        ys: &ys,
-                        loss: settings.loss,
-                    };
+                    let batch = Batch { arch, xs: &xs, ys: &ys, loss: settings.loss };
                     let value =
                         search_step(&batch, &vars, sigma, &mut dropout_rng, &mut noise_rng)?;
                     if !value.is_finite() {
@@ -256,40 +238,21 @@ pub fn fit(
         // Score the validation split with the weights as they are now.
         let (mut val_loss, mut val_accuracy) = (None, None);
         if let Some((val_x, val_y)) = &val {
-            let scores = score(
-                arch,
-                &snapshot(&vars)?,
-                val_x,
-                val_y,
-                settings.loss,
-                data.classes,
-            )?;
+            let scores = score(arch, &snapshot(&vars)?, val_x, val_y, settings.loss, data.classes)?;
             if !scores.loss.is_finite() {
-                return Err(TrainError::NonFinite {
-                    epoch,
-                    value: scores.loss,
-                });
+                return Err(TrainError::NonFinite { epoch, value: scores.loss });
             }
             val_loss = Some(scores.loss);
             val_accuracy = Some(scores.accuracy);
         }
-        let stats = EpochStats {
-            epoch,
-            lr,
-            train_loss,
-            val_loss,
-            val_accuracy,
-        };
+        let stats = EpochStats { epoch, lr, train_loss, val_loss, val_accuracy };
         debug!(?stats, "epoch done");
         progress.epoch(&stats, settings.epochs);
         history.push(stats);
 
         // Keep a copy of the best weights so far, and stop when patience runs out.
         if let (Some(patience), Some(val_loss)) = (patience, val_loss) {
-            if best
-                .as_ref()
-                .is_none_or(|(best_loss, _, _)| val_loss < *best_loss)
-            {
+            if best.as_ref().is_none_or(|(best_loss, _, _)| val_loss < *best_loss) {
                 best = Some((val_loss, epoch, snapshot(&vars)?));
                 since_best = 0;
             } else {
@@ -307,12 +270,7 @@ pub fn fit(
         Some((_, epoch, weights)) => (weights, epoch),
         None => (snapshot(&vars)?, history.len()),
     };
-    Ok(FitOutcome {
-        weights,
-        history,
-        best_epoch,
-        stopped_early,
-    })
+    Ok(FitOutcome { weights, history, best_epoch, stopped_early })
 }
 
 /// The inputs that both losses of a random-search step share.
@@ -348,9 +306,8 @@ fn search_step(
     let mut perturbed = Weights::new();
     for (name, _) in vars {
         let p = &current[name];
-        let values: Vec<f32> = (0..p.elem_count())
-            .map(|_| (noise.normal() * sigma) as f32)
-            .collect();
+        let values: Vec<f32> =
+            (0..p.elem_count()).map(|_| (noise.normal() * sigma) as f32).collect();
         let noise = Tensor::from_vec(values, p.shape(), p.device())?;
         perturbed.insert(name.clone(), (p + noise)?);
     }
@@ -368,9 +325,7 @@ fn search_step(
 
 /// Detached copies of the variables, safe to keep while the variables go on changing.
 fn snapshot(vars: &[(String, Var)]) -> candle_core::Result<Weights> {
-    vars.iter()
-        .map(|(name, v)| Ok((name.clone(), v.as_detached_tensor().copy()?)))
-        .collect()
+    vars.iter().map(|(name, v)| Ok((name.clone(), v.as_detached_tensor().copy()?))).collect()
 }
 
 /// Whether every value of every variable is finite.
@@ -412,30 +367,15 @@ mod tests {
             ys.push((i % 3) as u32);
         }
         let dev = Device::Cpu;
-        (
-            Tensor::from_vec(xs, (n, 2), &dev).unwrap(),
-            Tensor::from_vec(ys, n, &dev).unwrap(),
-        )
+        (Tensor::from_vec(xs, (n, 2), &dev).unwrap(), Tensor::from_vec(ys, n, &dev).unwrap())
     }
 
     fn settings(optimizer: Optimizer, loss: Loss, epochs: usize) -> TrainSettings {
-        TrainSettings {
-            optimizer,
-            loss,
-            epochs,
-            batch: 16,
-            schedule: Schedule::Cosine,
-            stop: None,
-        }
+        TrainSettings { optimizer, loss, epochs, batch: 16, schedule: Schedule::Cosine, stop: None }
     }
 
     fn sgd(lr: f64) -> Optimizer {
-        Optimizer::Sgd {
-            lr,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            nesterov: false,
-        }
+        Optimizer::Sgd { lr, momentum: 0.9, weight_decay: 0.0, nesterov: false }
     }
 
     /// Trains the blob MLP from a fixed start with `settings` and `seed`.
@@ -450,46 +390,23 @@ mod tests {
             val: Some((&val_x, &val_y)),
             classes: 3,
         };
-        fit(
-            &arch,
-            &start,
-            settings,
-            &data,
-            &mut Rng::new(seed, "train"),
-            &(),
-        )
+        fit(&arch, &start, settings, &data, &mut Rng::new(seed, "train"), &())
     }
 
     fn values(ws: &Weights) -> Vec<Vec<f32>> {
-        ws.values()
-            .map(|t| t.flatten_all().unwrap().to_vec1().unwrap())
-            .collect()
+        ws.values().map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).collect()
     }
 
     #[test]
     fn gradient_optimizers_separate_blobs() -> Result<(), TrainError> {
-        let adam = Optimizer::Adam {
-            lr: 0.01,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        };
-        let adamw = Optimizer::AdamW {
-            lr: 0.01,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-        };
+        let adam =
+            Optimizer::Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+        let adamw =
+            Optimizer::AdamW { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
         for optimizer in [sgd(0.05), adam, adamw] {
             let outcome = run(&settings(optimizer.clone(), Loss::CrossEntropy, 10), 7)?;
             let (first, last) = (&outcome.history[0], &outcome.history[9]);
-            assert!(
-                last.train_loss < first.train_loss,
-                "{optimizer:?}: {:?}",
-                outcome.history
-            );
+            assert!(last.train_loss < first.train_loss, "{optimizer:?}: {:?}", outcome.history);
             let accuracy = last.val_accuracy.unwrap_or(0.0);
             assert!(accuracy >= 0.95, "{optimizer:?}: accuracy {accuracy}");
             assert_eq!((outcome.best_epoch, outcome.stopped_early), (10, false));
@@ -515,24 +432,13 @@ mod tests {
 
     #[test]
     fn random_search_lowers_the_loss() -> Result<(), TrainError> {
-        let settings = settings(
-            Optimizer::RandomSearch { sigma: 0.05 },
-            Loss::CrossEntropy,
-            3,
-        );
+        let settings = settings(Optimizer::RandomSearch { sigma: 0.05 }, Loss::CrossEntropy, 3);
         let outcome = run(&settings, 3)?;
         let (train_x, train_y) = blobs(240, 1);
         let arch = mlp(2, 16, 3);
         let start = init(&arch, &mut Rng::new(0, "init"), &Device::Cpu)?;
         let before = score(&arch, &start, &train_x, &train_y, Loss::CrossEntropy, 3)?.loss;
-        let after = score(
-            &arch,
-            &outcome.weights,
-            &train_x,
-            &train_y,
-            Loss::CrossEntropy,
-            3,
-        )?;
+        let after = score(&arch, &outcome.weights, &train_x, &train_y, Loss::CrossEntropy, 3)?;
         assert!(after.loss < before, "{} !< {before}", after.loss);
         Ok(())
     }
@@ -568,33 +474,15 @@ mod tests {
         };
         let mut settings = settings(sgd(0.05), Loss::CrossEntropy, 30);
         settings.stop = Some(Stop::Patience { epochs: 2 });
-        let outcome = fit(
-            &arch,
-            &start,
-            &settings,
-            &data,
-            &mut Rng::new(0, "train"),
-            &(),
-        )?;
+        let outcome = fit(&arch, &start, &settings, &data, &mut Rng::new(0, "train"), &())?;
 
         assert!(outcome.stopped_early, "{:?}", outcome.history);
         assert_eq!(outcome.best_epoch + 2, outcome.history.len());
         let losses: Vec<f64> = outcome.history.iter().filter_map(|s| s.val_loss).collect();
         let best = losses[outcome.best_epoch - 1];
         assert!(losses.iter().all(|&l| l >= best));
-        let rescored = score(
-            &arch,
-            &outcome.weights,
-            &val_x,
-            &val_y,
-            Loss::CrossEntropy,
-            3,
-        )?;
-        assert!(
-            (rescored.loss - best).abs() < 1e-9,
-            "{} vs {best}",
-            rescored.loss
-        );
+        let rescored = score(&arch, &outcome.weights, &val_x, &val_y, Loss::CrossEntropy, 3)?;
+        assert!((rescored.loss - best).abs() < 1e-9, "{} vs {best}", rescored.loss);
         Ok(())
     }
 
@@ -603,50 +491,27 @@ mod tests {
         let (train_x, train_y) = blobs(30, 1);
         let arch = mlp(2, 4, 3);
         let start = init(&arch, &mut Rng::new(0, "init"), &Device::Cpu)?;
-        let data = TrainData {
-            train_x: &train_x,
-            train_y: &train_y,
-            val: None,
-            classes: 3,
-        };
+        let data = TrainData { train_x: &train_x, train_y: &train_y, val: None, classes: 3 };
         let mut zero_batch = settings(sgd(0.1), Loss::Mse, 1);
         zero_batch.batch = 0;
         let mut rng = Rng::new(0, "train");
         let err = fit(&arch, &start, &zero_batch, &data, &mut rng, &());
         assert!(matches!(err, Err(TrainError::ZeroBatch)));
         let four = TrainData { classes: 4, ..data };
-        let err = fit(
-            &arch,
-            &start,
-            &settings(sgd(0.1), Loss::Mse, 1),
-            &four,
-            &mut rng,
-            &(),
-        );
+        let err = fit(&arch, &start, &settings(sgd(0.1), Loss::Mse, 1), &four, &mut rng, &());
         assert!(matches!(err, Err(TrainError::Classes { .. })));
         Ok(())
     }
 
     #[test]
     fn schedules_follow_pytorch() {
-        let cosine: Vec<f64> = (0..4)
-            .map(|e| schedule_lr(&Schedule::Cosine, 1.0, e, 4))
-            .collect();
+        let cosine: Vec<f64> = (0..4).map(|e| schedule_lr(&Schedule::Cosine, 1.0, e, 4)).collect();
         // 0.5 * (1 + cos(pi * e / 4)) for e = 0..4.
         let want = [1.0, 0.853553, 0.5, 0.146447];
-        assert!(
-            cosine.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
-            "{cosine:?}"
-        );
-        let step = Schedule::Step {
-            every: 2,
-            gamma: 0.1,
-        };
+        assert!(cosine.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{cosine:?}");
+        let step = Schedule::Step { every: 2, gamma: 0.1 };
         let rates: Vec<f64> = (0..5).map(|e| schedule_lr(&step, 1.0, e, 5)).collect();
         let want = [1.0, 1.0, 0.1, 0.1, 0.01];
-        assert!(
-            rates.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
-            "{rates:?}"
-        );
+        assert!(rates.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12), "{rates:?}");
     }
 }

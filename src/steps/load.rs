@@ -25,10 +25,8 @@ pub fn run(spec: &LoadSpec, ctx: &Context) -> Result<Artifact, StepError> {
     }
     // Files written by `recipe` carry the metrics of the step that made
     // them; keep them so a loaded model can be traced.
-    let metrics: BTreeMap<String, f64> = metadata
-        .get("metrics")
-        .and_then(|m| serde_json::from_str(m).ok())
-        .unwrap_or_default();
+    let metrics: BTreeMap<String, f64> =
+        metadata.get("metrics").and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default();
     Ok(Artifact::Weights(Arc::new(WeightsArtifact {
         arch: spec.arch.clone(),
         tensors,

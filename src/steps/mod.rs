@@ -1,7 +1,7 @@
 //! Steps: the work of each block kind, one file per kind.
 //!
 //! Every step takes the outputs of the blocks it reads and a
-//! [`Context`](crate::exec::Context) and returns its own output. Steps never
+//! [`crate::exec::Context`] and returns its own output. Steps never
 //! print; what a user sees comes from the command line from their outputs.
 
 pub mod data;

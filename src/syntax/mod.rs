@@ -21,7 +21,9 @@ pub enum SyntaxError {
     #[error("unexpected input: expected {expected}")]
     #[diagnostic(
         code(recipe::syntax::unexpected),
-        help("a block reads `KIND NAME {{ key = value }}`, settings separated by newlines or commas")
+        help(
+            "a block reads `KIND NAME {{ key = value }}`, settings separated by newlines or commas"
+        )
     )]
     Unexpected {
         #[label("expected {expected} here")]
@@ -83,10 +85,7 @@ pub enum SyntaxError {
     },
 
     #[error("the file is not valid UTF-8")]
-    #[diagnostic(
-        code(recipe::syntax::not_utf8),
-        help("save the recipe as UTF-8 text")
-    )]
+    #[diagnostic(code(recipe::syntax::not_utf8), help("save the recipe as UTF-8 text"))]
     NotUtf8 {
         #[label("invalid byte here")]
         span: Span,

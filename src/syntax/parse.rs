@@ -48,7 +48,10 @@ pub fn parse_value(src: &str) -> Result<Value, Vec<SyntaxError>> {
     let pair = pairs.next().expect("the value rule always yields one pair");
     if pair.as_span().end() != src.len() {
         let span = Span::new(pair.as_span().end(), src.len());
-        return Err(vec![SyntaxError::Unexpected { span, expected: "the end of the value".into() }]);
+        return Err(vec![SyntaxError::Unexpected {
+            span,
+            expected: "the end of the value".into(),
+        }]);
     }
     value(pair).map_err(|e| vec![e])
 }
@@ -198,11 +201,10 @@ fn value(pair: Pair<Rule>) -> Result<Value, SyntaxError> {
         Rule::path => ValueKind::Path(pair.into_inner().map(ident).collect()),
         Rule::word => ValueKind::Word(pair.as_str().to_string()),
         Rule::list => ValueKind::List(
-            pair.into_inner().filter(|p| p.as_rule() == Rule::value).map(value).collect::<Result<
-                _,
-                _,
-            >>(
-            )?,
+            pair.into_inner()
+                .filter(|p| p.as_rule() == Rule::value)
+                .map(value)
+                .collect::<Result<_, _>>()?,
         ),
         Rule::body => ValueKind::Block(body(pair)?),
         rule => unreachable!("the value rule has no alternative {rule:?}"),
@@ -341,7 +343,8 @@ mod tests {
 
     #[test]
     fn nested_space_block() {
-        let file = parse("search s {\n  space { optimizer.lr = loguniform(1e-3, 1.0) }\n}").unwrap();
+        let file =
+            parse("search s {\n  space { optimizer.lr = loguniform(1e-3, 1.0) }\n}").unwrap();
         let ValueKind::Block(inner) = &file.blocks[0].settings[0].value.kind else { panic!() };
         assert_eq!(inner[0].key.name, "optimizer.lr");
     }

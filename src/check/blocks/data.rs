@@ -163,7 +163,12 @@ fn split(v: &Value, errors: &mut Errors) -> Option<[f64; 3]> {
             [train, 0.0, 1.0 - train]
         }
         _ => {
-            errors.push(value::wrong_type("split", v, "a list of three shares", "[0.7, 0.15, 0.15]"));
+            errors.push(value::wrong_type(
+                "split",
+                v,
+                "a list of three shares",
+                "[0.7, 0.15, 0.15]",
+            ));
             return None;
         }
     };

@@ -65,7 +65,8 @@ pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
     let (models, data, metrics) = (models?, data?, metrics?);
 
     // Accuracy, loss and latency run the model, so they need its layers.
-    let runs = metrics.iter().any(|m| matches!(m, Metric::Accuracy | Metric::Loss | Metric::Latency));
+    let runs =
+        metrics.iter().any(|m| matches!(m, Metric::Accuracy | Metric::Loss | Metric::Latency));
     let before = errors.0.len();
     for (name, at) in &models {
         match env.arch(name) {

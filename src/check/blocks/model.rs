@@ -65,13 +65,14 @@ fn layers(v: &Value, errors: &mut Errors) -> Option<Vec<Written>> {
 fn layer(v: &Value, errors: &mut Errors) -> Option<Written> {
     let call = value::callish("layers", v, "linear(10)", errors)?;
     let kind = value::option("layer", call.name, call.name_span, &LAYERS, errors)?;
-    let int = |arg: Option<&Value>, name: &str, default: Option<usize>, min, errors: &mut Errors| {
-        match (arg, default) {
+    let int =
+        |arg: Option<&Value>, name: &str, default: Option<usize>, min, errors: &mut Errors| match (
+            arg, default,
+        ) {
             (Some(v), _) => value::count(name, v, min, errors),
             (None, Some(d)) => Some(d),
             (None, None) => None,
-        }
-    };
+        };
     let layer = match kind {
         "linear" => {
             let args = value::bind(&call, &["out"], errors)?;
@@ -211,8 +212,7 @@ fn infer(input: &[usize], layers: Vec<Written>, errors: &mut Errors) -> Option<A
             }
             Layer::Flatten => vec![shape.iter().product()],
             Layer::Reshape { shape: to } => {
-                let (from_n, to_n): (usize, usize) =
-                    (shape.iter().product(), to.iter().product());
+                let (from_n, to_n): (usize, usize) = (shape.iter().product(), to.iter().product());
                 if from_n != to_n {
                     errors.push(mismatch(
                         format!("{} values cannot take the shape {}", from_n, shape_text(to)),

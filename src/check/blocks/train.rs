@@ -4,8 +4,8 @@
 use crate::check::error::CheckError;
 use crate::check::refs::{Env, Type};
 use crate::check::spec::{
-    Dimension, Distribution, Finetune, Init, Loss, Metric, Objective, Optimizer, Scalar,
-    Schedule, SearchSpec, Spec, Split, Stop, Strategy, TrainSettings, TrainSpec,
+    Dimension, Distribution, Finetune, Init, Loss, Metric, Objective, Optimizer, Scalar, Schedule,
+    SearchSpec, Spec, Split, Stop, Strategy, TrainSettings, TrainSpec,
 };
 use crate::check::value::{self, Callish, Errors, Settings};
 use crate::syntax::ast::{self, Ident, Value, ValueKind};
@@ -24,7 +24,13 @@ pub(crate) fn train_settings_schema() -> Vec<&'static str> {
 /// Training settings when a recipe gives none.
 pub(crate) fn default_settings() -> TrainSettings {
     TrainSettings {
-        optimizer: Optimizer::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        optimizer: Optimizer::Adam {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
         loss: Loss::CrossEntropy,
         epochs: 10,
         batch: 32,
@@ -100,13 +106,20 @@ pub(crate) fn settings(
     base: &TrainSettings,
     errors: &mut Errors,
 ) -> Option<TrainSettings> {
-    let optimizer = s.get("optimizer").map_or(Some(base.optimizer.clone()), |v| optimizer(v, errors));
+    let optimizer =
+        s.get("optimizer").map_or(Some(base.optimizer.clone()), |v| optimizer(v, errors));
     let loss = match s.get("loss") {
-        Some(v) => value::word_option("loss", v, &["cross_entropy", "mse"], errors)
-            .map(|w| if w == "mse" { Loss::Mse } else { Loss::CrossEntropy }),
+        Some(v) => value::word_option("loss", v, &["cross_entropy", "mse"], errors).map(|w| {
+            if w == "mse" {
+                Loss::Mse
+            } else {
+                Loss::CrossEntropy
+            }
+        }),
         None => Some(base.loss),
     };
-    let epochs = s.get("epochs").map_or(Some(base.epochs), |v| value::count("epochs", v, 1, errors));
+    let epochs =
+        s.get("epochs").map_or(Some(base.epochs), |v| value::count("epochs", v, 1, errors));
     let batch = s.get("batch").map_or(Some(base.batch), |v| value::count("batch", v, 1, errors));
     let schedule = s.get("schedule").map_or(Some(base.schedule.clone()), |v| schedule(v, errors));
     let stop = match s.get("stop") {
@@ -355,13 +368,8 @@ fn strategy(v: &Value, errors: &mut Errors) -> Option<Strategy> {
 
 fn objective(v: &Value, errors: &mut Errors) -> Option<Objective> {
     let call = value::callish("objective", v, "objective = maximize(accuracy)", errors)?;
-    let dir = value::option(
-        "objective",
-        call.name,
-        call.name_span,
-        &["maximize", "minimize"],
-        errors,
-    )?;
+    let dir =
+        value::option("objective", call.name, call.name_span, &["maximize", "minimize"], errors)?;
     let args = value::bind(&call, &["metric"], errors)?;
     let Some(metric) = args[0] else {
         errors.push(value::missing_arg(&call, &["metric"], "metric"));
@@ -423,7 +431,12 @@ fn space(
     errors: &mut Errors,
 ) -> Option<Vec<Dimension>> {
     let ValueKind::Block(settings) = &v.kind else {
-        errors.push(value::wrong_type("space", v, "a block of settings", "space { batch = choice(16, 32) }"));
+        errors.push(value::wrong_type(
+            "space",
+            v,
+            "a block of settings",
+            "space { batch = choice(16, 32) }",
+        ));
         return None;
     };
     if settings.is_empty() {
@@ -473,7 +486,8 @@ fn distribution(
     if kind == "choice" {
         return choice(key, &call, slot, errors);
     }
-    let params: &[&str] = if kind == "range" { &["low", "high"] } else { &["low", "high", "points"] };
+    let params: &[&str] =
+        if kind == "range" { &["low", "high"] } else { &["low", "high", "points"] };
     let args = value::bind(&call, params, errors)?;
     let (Some(low), Some(high)) = (args[0], args[1]) else {
         let missing = if args[0].is_none() { "low" } else { "high" };

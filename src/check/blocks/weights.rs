@@ -152,15 +152,25 @@ fn selection<'t>(
 
 pub(super) fn prune(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option<PruneSpec> {
     let keys = [
-        "from", "method", "sparsity", "threshold", "scope", "pattern", "targets", "ignore",
-        "steps", "finetune",
+        "from",
+        "method",
+        "sparsity",
+        "threshold",
+        "scope",
+        "pattern",
+        "targets",
+        "ignore",
+        "steps",
+        "finetune",
     ];
     let s = Settings::new(block, &keys, errors);
     let from = s
         .require("from", "tuned", errors)
         .and_then(|v| env.reference("from", v, &[Type::Weights], errors));
     let method = match s.get("method") {
-        Some(v) => value::word_option("method", v, &["magnitude"], errors).map(|_| PruneMethod::Magnitude),
+        Some(v) => {
+            value::word_option("method", v, &["magnitude"], errors).map(|_| PruneMethod::Magnitude)
+        }
         None => Some(PruneMethod::Magnitude),
     };
     let amount = match (s.get("sparsity"), s.get("threshold")) {
@@ -184,8 +194,13 @@ pub(super) fn prune(block: &ast::Block, env: &Env, errors: &mut Errors) -> Optio
         }
     };
     let scope = match s.get("scope") {
-        Some(v) => value::word_option("scope", v, &["global", "layer"], errors)
-            .map(|w| if w == "layer" { Scope::Layer } else { Scope::Global }),
+        Some(v) => value::word_option("scope", v, &["global", "layer"], errors).map(|w| {
+            if w == "layer" {
+                Scope::Layer
+            } else {
+                Scope::Global
+            }
+        }),
         None => Some(Scope::Global),
     };
     let pattern = match s.get("pattern") {
@@ -236,7 +251,8 @@ fn pattern(v: &Value, errors: &mut Errors) -> Option<Pattern> {
                 errors.push(value::missing_arg(&call, &params, missing));
                 return None;
             };
-            let (n_val, m_val) = (value::count("n", n, 1, errors)?, value::count("m", m, 2, errors)?);
+            let (n_val, m_val) =
+                (value::count("n", n, 1, errors)?, value::count("m", m, 2, errors)?);
             if n_val >= m_val {
                 errors.push(value::out_of_range("n", n, &format!("below m ({m_val})")));
                 return None;
@@ -250,7 +266,14 @@ const SCHEMES: [&str; 6] = ["int8", "int4", "q8_0", "q4_0", "q4_k", "q6_k"];
 
 pub(super) fn quantize(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option<QuantSpec> {
     let keys = [
-        "from", "scheme", "granularity", "symmetric", "targets", "ignore", "finetune", "tolerance",
+        "from",
+        "scheme",
+        "granularity",
+        "symmetric",
+        "targets",
+        "ignore",
+        "finetune",
+        "tolerance",
     ];
     let s = Settings::new(block, &keys, errors);
     let from = s
@@ -271,7 +294,8 @@ pub(super) fn quantize(block: &ast::Block, env: &Env, errors: &mut Errors) -> Op
         Some(v) => granularity(v, errors),
         None => Some(Granularity::PerChannel),
     };
-    let symmetric = s.get("symmetric").map_or(Some(true), |v| value::boolean("symmetric", v, errors));
+    let symmetric =
+        s.get("symmetric").map_or(Some(true), |v| value::boolean("symmetric", v, errors));
     let tolerance = match s.get("tolerance") {
         Some(v) => Some(value::fraction("tolerance", v, errors)?),
         None => None,
@@ -290,7 +314,7 @@ pub(super) fn quantize(block: &ast::Block, env: &Env, errors: &mut Errors) -> Op
     if let (Some(block_len), Some(at)) = (scheme.ggml_block(), scheme_value) {
         for t in selected {
             let row: usize = t.shape.iter().skip(1).product();
-            if t.shape.len() < 2 || row % block_len != 0 {
+            if t.shape.len() < 2 || !row.is_multiple_of(block_len) {
                 errors.push(CheckError::SchemeMismatch {
                     span: at.span,
                     tensor: t.name.clone(),
@@ -345,8 +369,13 @@ pub(super) fn save(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
     let path_value = s.require("path", "\"out/model.safetensors\"", errors);
     let path = path_value.and_then(|v| value::string("path", v, errors));
     let format = match s.get("format") {
-        Some(v) => value::word_option("format", v, &["dense", "sparse"], errors)
-            .map(|w| if w == "sparse" { SaveFormat::Sparse } else { SaveFormat::Dense }),
+        Some(v) => value::word_option("format", v, &["dense", "sparse"], errors).map(|w| {
+            if w == "sparse" {
+                SaveFormat::Sparse
+            } else {
+                SaveFormat::Dense
+            }
+        }),
         None => Some(SaveFormat::Dense),
     };
     let (from, path, path_value) = (from?, path?, path_value?);
@@ -373,7 +402,11 @@ pub(super) fn save(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
         });
         return None;
     }
-    Some(SaveSpec { from: from.to_string(), path: path.into(), format: format.unwrap_or(SaveFormat::Dense) })
+    Some(SaveSpec {
+        from: from.to_string(),
+        path: path.into(),
+        format: format.unwrap_or(SaveFormat::Dense),
+    })
 }
 
 /// Whether a block's weights come out of a GGML quantization.
