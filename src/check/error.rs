@@ -234,6 +234,18 @@ pub enum CheckError {
         reason: String,
     },
 
+    #[error("the {split} split of `{data}` is empty")]
+    #[diagnostic(
+        code(recipe::check::empty_split),
+        help("give the {split} split a share in the `split` of `{data}`")
+    )]
+    EmptySplit {
+        #[label("holds no samples")]
+        span: Span,
+        split: String,
+        data: String,
+    },
+
     #[error("cannot read weights: {message}")]
     #[diagnostic(code(recipe::check::weights), help("{help}"))]
     Weights {

@@ -212,6 +212,27 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// Report a dataset split that holds no samples where samples are
+    /// needed; `at` is the value that names it.
+    pub fn require_samples(&self, data: &DataRef, at: &Value, errors: &mut Errors) -> Option<()> {
+        let Some(Spec::Data(d)) = self.spec(&data.block) else { return None };
+        let counts = crate::data::split_counts(d.shape.samples, d.split);
+        let index = match data.split {
+            Split::Train => 0,
+            Split::Val => 1,
+            Split::Test => 2,
+        };
+        if counts[index] > 0 {
+            return Some(());
+        }
+        errors.push(CheckError::EmptySplit {
+            span: at.span,
+            split: data.split.name().to_string(),
+            data: data.block.clone(),
+        });
+        None
+    }
+
     /// The architecture of the weights a block produces, if it has one.
     pub fn arch(&self, name: &str) -> Option<&Arch> {
         match self.spec(name)? {

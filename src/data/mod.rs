@@ -293,7 +293,11 @@ fn read(source: &Source, base_dir: &Path, features: bool) -> Result<Raw, DataErr
                 path: path.clone(),
                 source: io::Error::new(io::ErrorKind::InvalidData, e.utf8_error()),
             })?;
-            csv::parse(&text, path, csv::LabelColumn::Named(label), features)
+            // A CSV is already read whole to count its classes; parsing
+            // every cell as well moves a bad cell from an error halfway
+            // through a run to one at check time.
+            let _ = features;
+            csv::parse(&text, path, csv::LabelColumn::Named(label), true)
         }
         Source::Idx { images, labels } => idx::read(base_dir, images, labels, features),
         Source::Safetensors { path, x, y } => tensors::read(base_dir, path, x, y, features),

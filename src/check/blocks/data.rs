@@ -41,7 +41,12 @@ pub(super) fn data(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
             errors.push(CheckError::Data {
                 span: source_value.span,
                 message: e.to_string(),
-                help: "relative paths start from the folder of the recipe".into(),
+                help: match e {
+                    crate::data::DataError::Read { .. } => {
+                        "relative paths start from the folder of the recipe".into()
+                    }
+                    _ => "fix the file, or point the source at another one".into(),
+                },
             });
             return None;
         }

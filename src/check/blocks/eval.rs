@@ -84,6 +84,11 @@ pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
             None => {}
         }
     }
+    if runs {
+        if let Some(at) = s.get("data") {
+            env.require_samples(&data, at, errors);
+        }
+    }
     if errors.0.len() != before {
         return None;
     }

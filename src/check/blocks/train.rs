@@ -64,6 +64,9 @@ pub(super) fn train(block: &ast::Block, env: &Env, errors: &mut Errors) -> Optio
         return None;
     };
     check_fits(&arch, &data.block, s.get("data"), env, errors)?;
+    if let Some(at) = s.get("data") {
+        env.require_samples(&data, at, errors)?;
+    }
     Some(TrainSpec { init, data, arch, settings })
 }
 
@@ -294,9 +297,11 @@ pub(crate) fn finetune(
     keys.extend(SETTINGS);
     let pairs = call.named.iter().map(|(k, v): &(Ident, Value)| (k, v));
     let s = Settings::from_pairs("train", &call.name, pairs, &keys, errors);
-    let data = s
-        .require("data", "digits", errors)
-        .and_then(|v| env.data_ref("data", v, Split::Train, errors));
+    let data = s.require("data", "digits", errors).and_then(|v| {
+        let data = env.data_ref("data", v, Split::Train, errors)?;
+        env.require_samples(&data, v, errors)?;
+        Some(data)
+    });
     let base = from.and_then(|f| env.train_settings(f)).cloned().unwrap_or_else(default_settings);
     let settings = settings(&s, &base, errors).unwrap_or(base);
     Some(Finetune { data: data?, settings })
