@@ -10,6 +10,7 @@ use recipe::Recipe;
 
 /// Pieces of recipe syntax that damaged files are built from, so that the
 /// variants reach the checker and not only the parser.
+#[rustfmt::skip]
 const TOKENS: &[&str] = &[
     "{", "}", "[", "]", "(", ")", "=", ",", "\n", ".", "%", "\"", "#", "-", "1e999", "0", "-1",
     "99999999999999999999", "1_000", "0.5", "150%", "digits", "net", "base", "linear(10)",
