@@ -309,6 +309,26 @@ pub enum CheckError {
         help: String,
     },
 
+    #[error("`{key}` does not apply with `pattern = {pattern}`")]
+    #[diagnostic(code(recipe::check::not_with_pattern), help("{help}"))]
+    NotWithPattern {
+        #[label("not with this pattern")]
+        span: Span,
+        key: String,
+        pattern: String,
+        help: String,
+    },
+
+    #[error("cannot prune the channels of `{tensor}`")]
+    #[diagnostic(code(recipe::check::channels), help("{help}"))]
+    Channels {
+        #[label("{reason}")]
+        span: Span,
+        tensor: String,
+        reason: String,
+        help: String,
+    },
+
     #[error("`{setting}` is not a setting of train block `{train}`")]
     #[diagnostic(code(recipe::check::bad_space_key), help("{help}"))]
     BadSpaceKey {

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::span::Span;
 
@@ -216,7 +216,7 @@ pub struct ModelSpec {
 }
 
 /// An architecture: layers with the shapes that flow between them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Arch {
     /// The shape of one input sample.
     pub input: Vec<usize>,
@@ -225,7 +225,92 @@ pub struct Arch {
     pub shapes: Vec<Vec<usize>>,
 }
 
+/// A layer that does not fit the shape flowing into it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShapeError {
+    /// The position of the layer in the list.
+    pub index: usize,
+    /// The shape of one sample arriving at the layer.
+    pub input: Vec<usize>,
+    pub reason: String,
+    pub help: &'static str,
+}
+
 impl Arch {
+    /// The architecture of `layers` on samples of shape `input`, with the
+    /// shape after each layer inferred.
+    pub fn new(input: Vec<usize>, layers: Vec<Layer>) -> Result<Arch, ShapeError> {
+        let mut shape = input.clone();
+        let mut shapes = Vec::with_capacity(layers.len());
+        for (index, layer) in layers.iter().enumerate() {
+            let fail = |reason: String, help: &'static str| ShapeError {
+                index,
+                input: shape.clone(),
+                reason,
+                help,
+            };
+            let next = match layer {
+                Layer::Linear { out } => {
+                    if shape.len() != 1 {
+                        let reason =
+                            format!("linear needs a flat input, got {} dimensions", shape.len());
+                        return Err(fail(reason, "add `flatten` before it"));
+                    }
+                    vec![*out]
+                }
+                Layer::Conv2d { out, kernel, stride, padding } => {
+                    let [_, h, w] = shape[..] else {
+                        return Err(fail(
+                            "conv2d needs an input of shape [channels, height, width]".into(),
+                            "give the input that shape first, e.g. `reshape(1, 8, 8)`",
+                        ));
+                    };
+                    let (hp, wp) = (h + 2 * padding, w + 2 * padding);
+                    if *kernel > hp || *kernel > wp {
+                        return Err(fail(
+                            format!("a {kernel}x{kernel} kernel is larger than the padded input"),
+                            "use a smaller kernel or more padding",
+                        ));
+                    }
+                    vec![*out, (hp - kernel) / stride + 1, (wp - kernel) / stride + 1]
+                }
+                Layer::MaxPool { k } => {
+                    let [c, h, w] = shape[..] else {
+                        return Err(fail(
+                            "maxpool needs an input of shape [channels, height, width]".into(),
+                            "pool after a conv2d layer",
+                        ));
+                    };
+                    if *k > h || *k > w {
+                        return Err(fail(
+                            format!("a {k}x{k} window is larger than the input"),
+                            "use a smaller window",
+                        ));
+                    }
+                    vec![c, h / k, w / k]
+                }
+                Layer::Flatten => vec![shape.iter().product()],
+                Layer::Reshape { shape: to } => {
+                    let (from_n, to_n): (usize, usize) =
+                        (shape.iter().product(), to.iter().product());
+                    if from_n != to_n {
+                        let to_text =
+                            to.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+                        return Err(fail(
+                            format!("{from_n} values cannot take the shape [{to_text}]"),
+                            "the new shape must hold as many values as the input",
+                        ));
+                    }
+                    to.clone()
+                }
+                _ => shape.clone(),
+            };
+            shapes.push(next.clone());
+            shape = next;
+        }
+        Ok(Arch { input, layers, shapes })
+    }
+
     /// The parameters of the architecture with their PyTorch names and
     /// shapes (`0.weight`, `[out, in]`), in layer order.
     pub fn params(&self) -> Vec<(String, Vec<usize>)> {
@@ -249,6 +334,22 @@ impl Arch {
         params
     }
 
+    /// Whether `other` is this architecture with different widths of its
+    /// hidden layers, as channel pruning leaves it: the same input, output
+    /// and kinds of layers.
+    pub fn same_but_widths(&self, other: &Arch) -> bool {
+        let kinds_agree = self.layers.len() == other.layers.len()
+            && self.layers.iter().zip(&other.layers).all(|(a, b)| match (a, b) {
+                (Layer::Linear { .. }, Layer::Linear { .. }) => true,
+                (
+                    Layer::Conv2d { kernel, stride, padding, .. },
+                    Layer::Conv2d { kernel: k, stride: s, padding: p, .. },
+                ) => (kernel, stride, padding) == (k, s, p),
+                _ => a == b,
+            });
+        kinds_agree && self.input == other.input && self.output() == other.output()
+    }
+
     /// The shape of the output of one sample.
     pub fn output(&self) -> &[usize] {
         self.shapes.last().map(Vec::as_slice).unwrap_or(&self.input)
@@ -256,7 +357,7 @@ impl Arch {
 }
 
 /// One layer of a sequential model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Layer {
     Linear {
         out: usize,
@@ -595,6 +696,9 @@ pub enum Granularity {
 pub struct EvalSpec {
     /// Blocks whose weights are evaluated, in the order of the table.
     pub models: Vec<String>,
+    /// For each model, the format its `size` is measured in: sparse when
+    /// the recipe saves those weights in the sparse format.
+    pub formats: Vec<SaveFormat>,
     pub data: DataRef,
     pub metrics: Vec<Metric>,
     pub path: Option<PathBuf>,

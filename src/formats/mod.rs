@@ -5,6 +5,7 @@
 //! crash-safe way every output file of a run (weights, reports) is written.
 
 pub mod safetensors;
+pub mod sparse;
 
 use std::fs::{self, File};
 use std::io::{self, Write};

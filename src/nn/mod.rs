@@ -12,9 +12,11 @@
 //! project's seeded [`Rng`](crate::rng::Rng), never from candle, so two runs with the same
 //! seed give bit-identical weights on the CPU.
 
+pub mod channels;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod prune;
 pub mod train;
 
 pub use metrics::{latency, score, Scores};

@@ -141,6 +141,24 @@ pub fn fit(
     rng: &mut Rng,
     progress: &dyn Progress,
 ) -> Result<FitOutcome, TrainError> {
+    fit_masked(arch, init, settings, data, rng, progress, &Weights::new())
+}
+
+/// [`fit`], with the weights named in `masks` multiplied by their mask (0 or 1 per entry, same
+/// shape) after every update, so that pruned weights stay exactly zero while the rest train.
+///
+/// Masking the weights after the step rather than the gradient before it also covers what a
+/// gradient mask would miss: momentum and weight decay, which move a weight whose gradient is
+/// zero, and the noise of `random_search`.
+pub fn fit_masked(
+    arch: &Arch,
+    init: &Weights,
+    settings: &TrainSettings,
+    data: &TrainData,
+    rng: &mut Rng,
+    progress: &dyn Progress,
+    masks: &Weights,
+) -> Result<FitOutcome, TrainError> {
     // Check what would otherwise fail deep inside a batch, or panic in `chunks`.
     let train_x = data.train_x.to_dtype(DType::F32)?;
     let train_y = data.train_y.to_dtype(DType::U32)?;
@@ -175,6 +193,22 @@ pub fn fit(
     for (name, t) in params {
         vars.push((name, Var::from_tensor(&t.to_device(&dev)?.detach())?));
     }
+    let mut masked: Vec<(Var, Tensor)> = Vec::new();
+    for (name, var) in &vars {
+        if let Some(mask) = masks.get(name) {
+            masked.push((var.clone(), mask.to_device(&dev)?.to_dtype(DType::F32)?));
+        }
+    }
+    let apply_masks = || -> candle_core::Result<()> {
+        for (var, mask) in &masked {
+            // `w * 0` is `-0.0` for a negative `w`; adding zero makes it a
+            // plain zero, so pruned entries are bit-identical whatever their
+            // sign was.
+            var.set(&var.as_tensor().mul(mask)?.affine(1.0, 0.0)?)?;
+        }
+        Ok(())
+    };
+    apply_masks()?;
     let mut opt = optim::build(&settings.optimizer, vars.iter().map(|(_, v)| v.clone()).collect());
 
     let mut history = Vec::with_capacity(settings.epochs);
@@ -224,6 +258,7 @@ pub fn fit(
                     value
                 }
             };
+            apply_masks()?;
             trace!(epoch, b_sz, loss = batch_loss, "batch");
             loss_sum += batch_loss * b_sz as f64;
         }

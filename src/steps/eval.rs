@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::check::{EvalSpec, Loss, Metric};
+use crate::check::{EvalSpec, Loss, Metric, SaveFormat};
 use crate::exec::{Artifact, Context, Inputs, StepError, WeightsArtifact};
-use crate::formats::safetensors::{to_bytes, RawTensor};
+use crate::formats::safetensors::to_bytes;
 use crate::nn::metrics::{latency, score};
 
 /// How many single-sample forward passes the latency median is taken over.
@@ -122,9 +122,9 @@ pub fn run(spec: &EvalSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, 
     let (xs, ys) = part.tensors(&dataset.features, ctx.dev)?;
 
     let mut rows = Vec::with_capacity(spec.models.len());
-    for name in &spec.models {
+    for (name, format) in spec.models.iter().zip(&spec.formats) {
         let weights = inputs.weights(name);
-        let values = measure(spec, weights, &xs, &ys, dataset.classes)?;
+        let values = measure(spec, weights, *format, &xs, &ys, dataset.classes)?;
         rows.push((name.clone(), values));
     }
     let table = Table {
@@ -150,6 +150,7 @@ pub fn run(spec: &EvalSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, 
 fn measure(
     spec: &EvalSpec,
     weights: &WeightsArtifact,
+    format: SaveFormat,
     xs: &candle_core::Tensor,
     ys: &candle_core::Tensor,
     classes: usize,
@@ -167,7 +168,7 @@ fn measure(
     for m in &spec.metrics {
         match m {
             Metric::Size => {
-                values.insert(*m, saved_size(weights)? as f64);
+                values.insert(*m, saved_size(weights, format)? as f64);
             }
             Metric::Sparsity => {
                 values.insert(*m, sparsity(weights)?);
@@ -184,13 +185,13 @@ fn measure(
     Ok(values)
 }
 
-/// The bytes of the weights written as a safetensors file without metadata.
-fn saved_size(weights: &WeightsArtifact) -> Result<usize, StepError> {
-    let mut raw = BTreeMap::new();
-    for (name, t) in &weights.tensors {
-        raw.insert(name.clone(), RawTensor::from_tensor(t)?);
-    }
-    Ok(to_bytes(&raw, &BTreeMap::new()).len())
+/// The bytes of the weights written as a safetensors file in `format`,
+/// without the metadata that says where they came from.
+fn saved_size(weights: &WeightsArtifact, format: SaveFormat) -> Result<usize, StepError> {
+    let (raw, index) = crate::steps::save::raw_tensors(weights, format)?;
+    let meta: BTreeMap<String, String> =
+        index.map(|i| (crate::formats::sparse::METADATA_KEY.to_string(), i)).into_iter().collect();
+    Ok(to_bytes(&raw, &meta).len())
 }
 
 /// The share of zeros among the entries of weight matrices and filters

@@ -13,6 +13,8 @@ pub fn run(spec: &LoadSpec, ctx: &Context) -> Result<Artifact, StepError> {
     let full = ctx.base_dir.join(&spec.path);
     let (raw, metadata) = crate::formats::safetensors::read(&full)
         .map_err(|e| StepError::new(e.with_path(&spec.path).to_string(), help(&spec.path)))?;
+    let raw = crate::formats::sparse::decode(raw, &metadata)
+        .map_err(|e| StepError::new(format!("`{}`: {e}", spec.path.display()), help(&spec.path)))?;
     let mut tensors = BTreeMap::new();
     for (name, t) in raw {
         let mut tensor = t.to_tensor(ctx.dev)?;

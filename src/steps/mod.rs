@@ -8,6 +8,7 @@ pub mod data;
 pub mod eval;
 pub mod load;
 pub mod model;
+pub mod prune;
 pub mod save;
 pub mod train;
 
@@ -17,11 +18,8 @@ use crate::exec::{Artifact, Context, Inputs, StepError};
 /// What keeps this version from running a step, if anything.
 pub fn unsupported(spec: &Spec) -> Option<String> {
     match spec {
-        Spec::Search(_) | Spec::Prune(_) | Spec::Quantize(_) => {
+        Spec::Search(_) | Spec::Quantize(_) => {
             Some(format!("`{}` steps cannot run yet", spec.kind()))
-        }
-        Spec::Save(s) if s.format == crate::check::SaveFormat::Sparse => {
-            Some("saving in the `sparse` format is not supported yet".into())
         }
         _ => None,
     }
@@ -36,7 +34,8 @@ pub fn run(spec: &Spec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, Step
         Spec::Train(s) => train::run(s, inputs, ctx),
         Spec::Eval(s) => eval::run(s, inputs, ctx),
         Spec::Save(s) => save::run(s, inputs, ctx),
-        Spec::Search(_) | Spec::Prune(_) | Spec::Quantize(_) => {
+        Spec::Prune(s) => prune::run(s, inputs, ctx),
+        Spec::Search(_) | Spec::Quantize(_) => {
             unreachable!("the scheduler refuses steps that cannot run before starting")
         }
     }

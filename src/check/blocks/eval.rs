@@ -2,7 +2,7 @@
 
 use crate::check::error::CheckError;
 use crate::check::refs::{Env, Type};
-use crate::check::spec::{EvalSpec, Metric, Split};
+use crate::check::spec::{EvalSpec, Metric, SaveFormat, Split};
 use crate::check::value::{self, Errors, Settings};
 use crate::syntax::ast::{self, ValueKind};
 
@@ -92,6 +92,29 @@ pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
     if errors.0.len() != before {
         return None;
     }
+    let formats = models.iter().map(|(n, _)| saved_format(env, n)).collect();
     let models = models.into_iter().map(|(n, _)| n.to_string()).collect();
-    Some(EvalSpec { models, data, metrics, path })
+    Some(EvalSpec { models, formats, data, metrics, path })
+}
+
+/// The format the recipe saves a block's weights in: sparse when any
+/// `save` of them asks for it. Read from the text, since `save` blocks are
+/// checked after the `eval` blocks that do not depend on them.
+fn saved_format(env: &Env, name: &str) -> SaveFormat {
+    let word = |b: &ast::Block, key: &str| {
+        b.settings.iter().find(|s| s.key.name == key).and_then(|s| match &s.value.kind {
+            ValueKind::Word(w) => Some(w.clone()),
+            _ => None,
+        })
+    };
+    let sparse = env.blocks().any(|b| {
+        b.kind.name == "save"
+            && word(b, "from").as_deref() == Some(name)
+            && word(b, "format").as_deref() == Some("sparse")
+    });
+    if sparse {
+        SaveFormat::Sparse
+    } else {
+        SaveFormat::Dense
+    }
 }

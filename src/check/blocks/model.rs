@@ -153,80 +153,20 @@ pub(crate) fn shape_text(shape: &[usize]) -> String {
 /// Infer the shape after each layer; report the first layer that does not
 /// fit its input.
 fn infer(input: &[usize], layers: Vec<Written>, errors: &mut Errors) -> Option<Arch> {
-    let mut shape = input.to_vec();
-    let mut shapes = Vec::with_capacity(layers.len());
-    for (index, w) in layers.iter().enumerate() {
-        let mismatch = |reason: String, help: &str| CheckError::ShapeMismatch {
-            span: w.span,
-            index,
-            layer: w.text.clone(),
-            input: shape_text(&shape),
-            reason,
-            help: help.to_string(),
-        };
-        let next = match &w.layer {
-            Layer::Linear { out } => {
-                if shape.len() != 1 {
-                    errors.push(mismatch(
-                        format!("linear needs a flat input, got {} dimensions", shape.len()),
-                        "add `flatten` before it",
-                    ));
-                    return None;
-                }
-                vec![*out]
-            }
-            Layer::Conv2d { out, kernel, stride, padding } => {
-                let [_, h, w_] = shape[..] else {
-                    errors.push(mismatch(
-                        "conv2d needs an input of shape [channels, height, width]".into(),
-                        "give the input that shape first, e.g. `reshape(1, 8, 8)`",
-                    ));
-                    return None;
-                };
-                let (hp, wp) = (h + 2 * padding, w_ + 2 * padding);
-                if *kernel > hp || *kernel > wp {
-                    errors.push(mismatch(
-                        format!("a {kernel}x{kernel} kernel is larger than the padded input"),
-                        "use a smaller kernel or more padding",
-                    ));
-                    return None;
-                }
-                vec![*out, (hp - kernel) / stride + 1, (wp - kernel) / stride + 1]
-            }
-            Layer::MaxPool { k } => {
-                let [c, h, w_] = shape[..] else {
-                    errors.push(mismatch(
-                        "maxpool needs an input of shape [channels, height, width]".into(),
-                        "pool after a conv2d layer",
-                    ));
-                    return None;
-                };
-                if *k > h || *k > w_ {
-                    errors.push(mismatch(
-                        format!("a {k}x{k} window is larger than the input"),
-                        "use a smaller window",
-                    ));
-                    return None;
-                }
-                vec![c, h / k, w_ / k]
-            }
-            Layer::Flatten => vec![shape.iter().product()],
-            Layer::Reshape { shape: to } => {
-                let (from_n, to_n): (usize, usize) = (shape.iter().product(), to.iter().product());
-                if from_n != to_n {
-                    errors.push(mismatch(
-                        format!("{} values cannot take the shape {}", from_n, shape_text(to)),
-                        "the new shape must hold as many values as the input",
-                    ));
-                    return None;
-                }
-                to.clone()
-            }
-            _ => shape.clone(),
-        };
-        shapes.push(next.clone());
-        shape = next;
+    let plain: Vec<Layer> = layers.iter().map(|w| w.layer.clone()).collect();
+    match Arch::new(input.to_vec(), plain) {
+        Ok(arch) => Some(arch),
+        Err(e) => {
+            let w = &layers[e.index];
+            errors.push(CheckError::ShapeMismatch {
+                span: w.span,
+                index: e.index,
+                layer: w.text.clone(),
+                input: shape_text(&e.input),
+                reason: e.reason,
+                help: e.help.to_string(),
+            });
+            None
+        }
     }
-    let layers = layers.into_iter().map(|w| w.layer).collect();
-    Some(Arch { input: input.to_vec(), layers, shapes })
 }

@@ -5,11 +5,14 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::check::error::CheckError;
 use crate::check::refs::{Env, Type};
+use std::path::Path;
+
 use crate::check::spec::{
-    Granularity, LoadSpec, Pattern, PruneAmount, PruneMethod, PruneSpec, QuantScheme, QuantSpec,
-    SaveFormat, SaveSpec, Scope, Spec, TensorInfo,
+    Arch, Granularity, LoadSpec, Pattern, PruneAmount, PruneMethod, PruneSpec, QuantScheme,
+    QuantSpec, SaveFormat, SaveSpec, Scope, Spec, TensorInfo,
 };
 use crate::check::value::{self, Errors, Settings};
+use crate::formats::sparse;
 use crate::syntax::ast::{self, Value, ValueKind};
 
 use super::model::shape_text;
@@ -23,23 +26,46 @@ pub(super) fn load(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
         None => None,
     };
     let (path, path_value) = (path?, path_value?);
-    let arch = model.and_then(|m| env.arch(m)).cloned();
 
-    // Only the header is read: names, dtypes and shapes.
+    // Only the header is read: names, dtypes, shapes and metadata.
+    let weights_error = |message: String, help: String| CheckError::Weights {
+        span: path_value.span,
+        message,
+        help,
+    };
     let header = match crate::formats::safetensors::read_header(&env.base_dir.join(path)) {
         Ok(header) => header,
         Err(e) => {
-            errors.push(CheckError::Weights {
-                span: path_value.span,
-                message: e.with_path(std::path::Path::new(path)).to_string(),
-                help: "relative paths start from the folder of the recipe".into(),
-            });
+            let help = "relative paths start from the folder of the recipe".to_string();
+            errors.push(weights_error(e.with_path(Path::new(path)).to_string(), help));
             return None;
         }
     };
+    let tensors = match sparse::logical_tensors(&header.tensors, &header.metadata) {
+        Ok(tensors) => tensors,
+        Err(e) => {
+            let help = "the file was damaged after it was written".to_string();
+            errors.push(weights_error(format!("`{path}`: {e}"), help));
+            return None;
+        }
+    };
+
+    // A file written by `recipe` records its architecture, which may differ
+    // from the model's in the widths of hidden layers when it was
+    // channel-pruned; the file's own then wins.
+    let recorded: Option<Arch> = header
+        .metadata
+        .get("architecture")
+        .and_then(|a| serde_json::from_str::<Arch>(a).ok())
+        .and_then(|a| Arch::new(a.input, a.layers).ok());
+    let arch = match (model.and_then(|m| env.arch(m)), recorded) {
+        (Some(model_arch), Some(file)) if model_arch.same_but_widths(&file) => Some(file),
+        (Some(model_arch), _) => Some(model_arch.clone()),
+        (None, recorded) => recorded,
+    };
     if let Some(arch) = &arch {
         for (name, shape) in arch.params() {
-            let problem = match header.tensors.iter().find(|t| t.name == name) {
+            let problem = match tensors.iter().find(|t| t.name == name) {
                 None => Some(format!("`{path}` has no tensor `{name}`")),
                 Some(t) if t.shape != shape => Some(format!(
                     "tensor `{name}` of `{path}` has shape {}, the model needs {}",
@@ -49,25 +75,19 @@ pub(super) fn load(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
                 Some(_) => None,
             };
             if let Some(message) = problem {
-                errors.push(CheckError::Weights {
-                    span: path_value.span,
-                    message,
-                    help: format!(
-                        "the file must hold the weights of `{}`, named as PyTorch names an \
-                         nn.Sequential",
-                        model.unwrap_or_default()
+                let help = match model {
+                    Some(m) => format!(
+                        "the file must hold the weights of `{m}`, named as PyTorch names an \
+                         nn.Sequential"
                     ),
-                });
+                    None => "the file's `architecture` metadata does not match its tensors".into(),
+                };
+                errors.push(weights_error(message, help));
                 return None;
             }
         }
     }
-    Some(LoadSpec {
-        path: path.into(),
-        model: model.map(str::to_string),
-        arch,
-        tensors: header.tensors,
-    })
+    Some(LoadSpec { path: path.into(), model: model.map(str::to_string), arch, tensors })
 }
 
 /// Tensor-name globs, each of which must match a tensor of `from` when the
@@ -173,26 +193,8 @@ pub(super) fn prune(block: &ast::Block, env: &Env, errors: &mut Errors) -> Optio
         }
         None => Some(PruneMethod::Magnitude),
     };
-    let amount = match (s.get("sparsity"), s.get("threshold")) {
-        (Some(sp), Some(th)) => {
-            errors.push(CheckError::Conflict {
-                span: th.span,
-                first: sp.span,
-                a: "sparsity".into(),
-                b: "threshold".into(),
-                help: "prune to a share of zeros with `sparsity`, or below a magnitude with \
-                       `threshold`, not both"
-                    .into(),
-            });
-            None
-        }
-        (Some(v), None) => value::fraction("sparsity", v, errors).map(PruneAmount::Sparsity),
-        (None, Some(v)) => value::non_negative("threshold", v, errors).map(PruneAmount::Threshold),
-        (None, None) => {
-            s.require("sparsity", "80%", errors);
-            None
-        }
-    };
+    let pattern = s.get("pattern").map_or(Some(Pattern::Unstructured), |v| pattern(v, errors));
+    let amount = amount(&s, pattern, errors);
     let scope = match s.get("scope") {
         Some(v) => value::word_option("scope", v, &["global", "layer"], errors).map(|w| {
             if w == "layer" {
@@ -203,10 +205,6 @@ pub(super) fn prune(block: &ast::Block, env: &Env, errors: &mut Errors) -> Optio
         }),
         None => Some(Scope::Global),
     };
-    let pattern = match s.get("pattern") {
-        Some(v) => pattern(v, errors),
-        None => Some(Pattern::Unstructured),
-    };
     let steps = s.get("steps").map_or(Some(1), |v| value::count("steps", v, 1, errors));
     let from = from?;
     let finetune = match s.get("finetune") {
@@ -214,15 +212,40 @@ pub(super) fn prune(block: &ast::Block, env: &Env, errors: &mut Errors) -> Optio
         None => None,
     };
     let tensors = env.tensors(from);
-    let (targets, ignore, _) = selection(&s, from, &tensors, errors)?;
+    let (targets, ignore, selected) = selection(&s, from, &tensors, errors)?;
     let pattern = pattern?;
-    if pattern == Pattern::Channels && env.arch(from).is_none() {
-        errors.push(CheckError::NoArchitecture {
-            span: s.get("pattern").map_or(block.name.span, |v| v.span),
-            name: from.to_string(),
-            help: "channel pruning changes the layers: give the `load` block a `model`".into(),
-        });
-        return None;
+    let at = s.get("pattern").or(s.get("targets")).map_or(block.name.span, |v| v.span);
+    match pattern {
+        Pattern::NOfM { m, .. } => {
+            for t in selected.iter().filter(|t| t.shape.len() >= 2) {
+                let row: usize = t.shape[1..].iter().product();
+                if !row.is_multiple_of(m) {
+                    errors.push(CheckError::SchemeMismatch {
+                        span: at,
+                        tensor: t.name.clone(),
+                        scheme: format!("n_of_m(_, {m})"),
+                        reason: format!(
+                            "`{}` has rows of {row} values, not a multiple of {m}",
+                            t.name
+                        ),
+                        help: format!("leave it out with `ignore = [\"{}\"]`", t.name),
+                    });
+                }
+            }
+        }
+        Pattern::Channels => {
+            let Some(arch) = env.arch(from) else {
+                errors.push(CheckError::NoArchitecture {
+                    span: at,
+                    name: from.to_string(),
+                    help: "channel pruning changes the layers: give the `load` block a `model`"
+                        .into(),
+                });
+                return None;
+            };
+            check_channels(arch, &selected, at, errors)?;
+        }
+        Pattern::Unstructured => {}
     }
     Some(PruneSpec {
         from: from.to_string(),
@@ -235,6 +258,98 @@ pub(super) fn prune(block: &ast::Block, env: &Env, errors: &mut Errors) -> Optio
         steps: steps.unwrap_or(1),
         finetune,
     })
+}
+
+/// How much to prune: a share or a threshold, or the share an `n_of_m`
+/// pattern implies.
+fn amount(s: &Settings, pattern: Option<Pattern>, errors: &mut Errors) -> Option<PruneAmount> {
+    let (sparsity, threshold) = (s.get("sparsity"), s.get("threshold"));
+    if let (Some(sp), Some(th)) = (sparsity, threshold) {
+        errors.push(CheckError::Conflict {
+            span: th.span,
+            first: sp.span,
+            a: "sparsity".into(),
+            b: "threshold".into(),
+            help: "prune to a share of zeros with `sparsity`, or below a magnitude with \
+                   `threshold`, not both"
+                .into(),
+        });
+        return None;
+    }
+    let not_with = |key: &str, v: &Value, pattern: &str, help: &str| CheckError::NotWithPattern {
+        span: v.span,
+        key: key.to_string(),
+        pattern: pattern.to_string(),
+        help: help.to_string(),
+    };
+    match (pattern?, sparsity, threshold) {
+        (Pattern::NOfM { n, m }, given, other) => {
+            if let Some(v) = given.or(other) {
+                let key = if given.is_some() { "sparsity" } else { "threshold" };
+                let help =
+                    format!("`n_of_m({n}, {m})` zeros {} of {m} in every group itself", m - n);
+                errors.push(not_with(key, v, &format!("n_of_m({n}, {m})"), &help));
+                return None;
+            }
+            Some(PruneAmount::Sparsity(1.0 - n as f64 / m as f64))
+        }
+        (Pattern::Channels, None, Some(v)) => {
+            let help = "channel pruning removes a share of channels: give it as `sparsity`";
+            errors.push(not_with("threshold", v, "channels", help));
+            None
+        }
+        (_, Some(v), None) => value::number_where(
+            "sparsity",
+            v,
+            |x| (0.0..1.0).contains(&x),
+            "at least 0 and below 1 (0% to under 100%)",
+            errors,
+        )
+        .map(PruneAmount::Sparsity),
+        (_, None, Some(v)) => {
+            value::non_negative("threshold", v, errors).map(PruneAmount::Threshold)
+        }
+        // Both given was reported above.
+        (_, Some(_), Some(_)) => None,
+        (_, None, None) => {
+            s.require("sparsity", "80%", errors);
+            None
+        }
+    }
+}
+
+/// Channel pruning needs, for each pruned layer, a following layer whose
+/// inputs shrink with it; layers without one (the last, whose outputs are
+/// the classes) are left alone, and a selection of only such layers is an
+/// error.
+fn check_channels(
+    arch: &Arch,
+    selected: &[&TensorInfo],
+    at: crate::span::Span,
+    errors: &mut Errors,
+) -> Option<()> {
+    let mut prunable = 0;
+    let mut last_problem = None;
+    for t in selected.iter().filter(|t| t.name.ends_with(".weight")) {
+        let layer = t.name.trim_end_matches(".weight").parse::<usize>().ok();
+        match layer.map(|l| crate::nn::channels::successor(arch, l)) {
+            Some(Ok(_)) => prunable += 1,
+            Some(Err(reason)) => last_problem = Some((t.name.clone(), reason)),
+            None => last_problem = Some((t.name.clone(), "not a layer's weight".to_string())),
+        }
+    }
+    if prunable > 0 {
+        return Some(());
+    }
+    let (tensor, reason) = last_problem
+        .unwrap_or_else(|| ("(none)".to_string(), "no layer weight is selected".to_string()));
+    errors.push(CheckError::Channels {
+        span: at,
+        tensor,
+        reason,
+        help: "select hidden layers, whose outputs feed another layer, with `targets`".into(),
+    });
+    None
 }
 
 fn pattern(v: &Value, errors: &mut Errors) -> Option<Pattern> {

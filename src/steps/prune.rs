@@ -1,0 +1,275 @@
+//! The `prune` step: zero or remove weights by magnitude, in one round or
+//! gradually, retraining between rounds with pruned weights held at zero.
+//!
+//! Unstructured and `n_of_m` pruning keep the tensors' shapes and make
+//! zeros; `channels` removes whole output channels and hands on a smaller
+//! dense model with its new architecture. Gradual pruning reaches the
+//! target along the cubic schedule of Zhu and Gupta (2017): round `r` of
+//! `k` prunes to `s * (1 - (1 - r/k)^3)`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::check::{Arch, Finetune, Pattern, PruneAmount, PruneSpec, Scope};
+use crate::exec::progress::EpochProgress;
+use crate::exec::{Artifact, Context, Inputs, StepError, WeightsArtifact};
+use crate::nn::train::{fit_masked, TrainData};
+use crate::nn::{channels, prune, Weights};
+use crate::rng::Rng;
+
+pub fn run(spec: &PruneSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
+    let from = inputs.weights(&spec.from);
+    let mut weights: Weights = BTreeMap::new();
+    for (name, t) in &from.tensors {
+        weights.insert(name.clone(), t.to_device(ctx.dev)?);
+    }
+    let mut arch = from.arch.clone();
+    let targets = selected(spec, &weights);
+    let mut rng = Rng::new(ctx.seed, "prune");
+    let mut metrics = BTreeMap::new();
+
+    // Channel counts before any round, so each round's share is of the
+    // original width.
+    let original: BTreeMap<usize, usize> = match (&arch, spec.pattern) {
+        (Some(a), Pattern::Channels) => layers_of(&targets)
+            .into_iter()
+            .filter(|l| channels::successor(a, *l).is_ok())
+            .map(|l| (l, out_width(a, l)))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+
+    for round in 1..=spec.steps {
+        let amount = match spec.amount {
+            PruneAmount::Sparsity(s) => {
+                PruneAmount::Sparsity(prune::cubic_schedule(s, round, spec.steps))
+            }
+            threshold => threshold,
+        };
+        match spec.pattern {
+            Pattern::Unstructured => magnitude(&mut weights, &targets, amount, spec.scope)?,
+            Pattern::NOfM { n, m } => {
+                for name in &targets {
+                    let t = &weights[name];
+                    let dims = t.dims().to_vec();
+                    let row: usize = dims[1..].iter().product();
+                    let mut values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                    prune::n_of_m(&mut values, row, n, m).map_err(|e| {
+                        StepError::new(format!("`{name}`: {e}"), "see `recipe check`")
+                    })?;
+                    let t = Tensor::from_vec(values, dims, ctx.dev)?;
+                    weights.insert(name.clone(), t);
+                }
+            }
+            Pattern::Channels => {
+                let a = arch.clone().expect("the checker requires an architecture for channels");
+                let PruneAmount::Sparsity(share) = amount else {
+                    unreachable!("the checker gives channel pruning a share")
+                };
+                let (new_arch, new_weights) = remove_channels(&a, &weights, &original, share)?;
+                arch = Some(new_arch);
+                weights = new_weights;
+            }
+        }
+        tracing::debug!(round, sparsity = sparsity(&weights, &targets)?, "pruned");
+
+        if let Some(finetune) = &spec.finetune {
+            let Some(a) = &arch else {
+                unreachable!("the checker requires an architecture to retrain")
+            };
+            let label = format!("{} {round}/{}", ctx.node.name, spec.steps);
+            let masks = if spec.pattern == Pattern::Channels {
+                Weights::new()
+            } else {
+                masks_of(&weights, &targets)?
+            };
+            let outcome = retrain(a, &weights, &masks, finetune, inputs, ctx, &label, &mut rng)?;
+            for (k, v) in outcome.1 {
+                metrics.insert(k, v);
+            }
+            weights = outcome.0;
+        }
+    }
+
+    metrics.insert("sparsity".to_string(), sparsity(&weights, &targets)?);
+    metrics.insert("rounds".to_string(), spec.steps as f64);
+    if let Some(a) = &arch {
+        let params: usize = a.params().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        metrics.insert("parameters".to_string(), params as f64);
+    }
+    Ok(Artifact::Weights(Arc::new(WeightsArtifact {
+        arch,
+        tensors: weights,
+        made_by: ctx.node.name.clone(),
+        step_hash: ctx.node.hash.clone(),
+        metrics,
+    })))
+}
+
+/// The names of the tensors to prune: matched by `targets`, not by
+/// `ignore`, and of rank 2 or more (biases and other vectors are never
+/// pruned).
+fn selected(spec: &PruneSpec, weights: &Weights) -> Vec<String> {
+    let set = |globs: &[String]| -> GlobSet {
+        let mut b = GlobSetBuilder::new();
+        for g in globs {
+            // The checker compiled every glob already.
+            if let Ok(glob) = Glob::new(g) {
+                b.add(glob);
+            }
+        }
+        b.build().unwrap_or_else(|_| GlobSet::empty())
+    };
+    let (targets, ignore) = (set(&spec.targets), set(&spec.ignore));
+    weights
+        .iter()
+        .filter(|(name, t)| targets.is_match(name) && !ignore.is_match(name) && t.rank() >= 2)
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The layer positions of `NAME.weight` tensors among `names`.
+fn layers_of(names: &[String]) -> Vec<usize> {
+    names.iter().filter_map(|n| n.strip_suffix(".weight")?.parse().ok()).collect()
+}
+
+fn out_width(arch: &Arch, layer: usize) -> usize {
+    match arch.layers[layer] {
+        crate::check::Layer::Linear { out } | crate::check::Layer::Conv2d { out, .. } => out,
+        _ => 0,
+    }
+}
+
+fn magnitude(
+    weights: &mut Weights,
+    targets: &[String],
+    amount: PruneAmount,
+    scope: Scope,
+) -> Result<(), StepError> {
+    let mut values: Vec<Vec<f32>> = Vec::with_capacity(targets.len());
+    for name in targets {
+        values.push(weights[name].flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+    }
+    let mut slices: Vec<&mut [f32]> = values.iter_mut().map(|v| v.as_mut_slice()).collect();
+    prune::magnitude(&mut slices, amount, scope);
+    for (name, v) in targets.iter().zip(values) {
+        let t = &weights[name];
+        let pruned = Tensor::from_vec(v, t.dims(), t.device())?;
+        weights.insert(name.clone(), pruned);
+    }
+    Ok(())
+}
+
+/// Remove, in every prunable target layer, the channels of smallest L2
+/// norm until `share` of its original channels are gone.
+fn remove_channels(
+    arch: &Arch,
+    weights: &Weights,
+    original: &BTreeMap<usize, usize>,
+    share: f64,
+) -> Result<(Arch, Weights), StepError> {
+    let (mut arch, mut weights) = (arch.clone(), weights.clone());
+    for (&layer, &width) in original {
+        let keep_n = width - ((share * width as f64).round() as usize).min(width - 1);
+        let now = out_width(&arch, layer);
+        if keep_n >= now {
+            continue;
+        }
+        let w = weights[&format!("{layer}.weight")].flatten_all()?.to_vec1::<f32>()?;
+        let norms = prune::channel_norms(&w, now);
+        let keep = prune::channels_to_keep(&norms, now - keep_n);
+        (arch, weights) = channels::remove_channels(&arch, &weights, layer, &keep)?;
+    }
+    Ok((arch, weights))
+}
+
+/// A 0/1 mask of the non-zero entries of each target.
+fn masks_of(weights: &Weights, targets: &[String]) -> Result<Weights, StepError> {
+    let mut masks = Weights::new();
+    for name in targets {
+        let t = &weights[name];
+        masks.insert(name.clone(), t.ne(0f64)?.to_dtype(DType::F32)?);
+    }
+    Ok(masks)
+}
+
+/// The share of zeros among the target tensors.
+fn sparsity(weights: &Weights, targets: &[String]) -> Result<f64, StepError> {
+    let (mut zeros, mut total) = (0usize, 0usize);
+    for name in targets {
+        let Some(t) = weights.get(name) else { continue };
+        let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        zeros += values.iter().filter(|v| **v == 0.0).count();
+        total += values.len();
+    }
+    Ok(if total == 0 { 0.0 } else { zeros as f64 / total as f64 })
+}
+
+/// One round of retraining with the pruned weights held at zero.
+#[allow(clippy::too_many_arguments)]
+fn retrain(
+    arch: &Arch,
+    weights: &Weights,
+    masks: &Weights,
+    finetune: &Finetune,
+    inputs: &Inputs,
+    ctx: &Context,
+    label: &str,
+    rng: &mut Rng,
+) -> Result<(Weights, BTreeMap<String, f64>), StepError> {
+    let dataset = inputs.dataset(&finetune.data.block);
+    let part = dataset.part(finetune.data.split);
+    let (train_x, train_y) = part.tensors(&dataset.features, ctx.dev)?;
+    let val = if finetune.data.split == crate::check::Split::Train && dataset.val.n > 0 {
+        Some(dataset.val.tensors(&dataset.features, ctx.dev)?)
+    } else {
+        None
+    };
+    let data = TrainData {
+        train_x: &train_x,
+        train_y: &train_y,
+        val: val.as_ref().map(|(x, y)| (x, y)),
+        classes: dataset.classes,
+    };
+    let progress = EpochProgress::new(ctx.progress, label, finetune.settings.epochs);
+    let outcome = fit_masked(
+        arch,
+        weights,
+        &finetune.settings,
+        &data,
+        &mut rng.fork(label),
+        &progress,
+        masks,
+    );
+    progress.finish();
+    let outcome = outcome.map_err(super::train::train_error)?;
+
+    // Tensors the architecture does not train pass through unchanged.
+    let mut out = weights.clone();
+    out.extend(outcome.weights);
+
+    // Pruned weights must come out of retraining exactly zero; a mask
+    // that leaked would silently undo the pruning.
+    for (name, mask) in masks {
+        let leaked = out[name].mul(&mask.affine(-1.0, 1.0)?)?.ne(0f64)?;
+        let count = leaked.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+        if count > 0.0 {
+            return Err(StepError::new(
+                format!("retraining revived {count} pruned weights of `{name}`"),
+                "this is a bug in recipe; please report it with the recipe",
+            ));
+        }
+    }
+    let mut metrics = BTreeMap::new();
+    if let Some(best) = outcome.history.get(outcome.best_epoch.saturating_sub(1)) {
+        metrics.insert("train_loss".to_string(), best.train_loss);
+        if let (Some(loss), Some(acc)) = (best.val_loss, best.val_accuracy) {
+            metrics.insert("val_loss".to_string(), loss);
+            metrics.insert("val_accuracy".to_string(), acc);
+        }
+    }
+    Ok((out, metrics))
+}
