@@ -33,6 +33,10 @@ pub enum Error {
     #[error("cannot plan the recipe: {message}")]
     Plan { message: String },
 
+    /// A weights file that cannot be read.
+    #[error(transparent)]
+    Format(#[from] crate::formats::safetensors::FormatError),
+
     #[error("there is no step `{name}`")]
     NoSuchStep { name: String, known: Vec<String> },
 

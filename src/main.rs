@@ -56,6 +56,12 @@ enum Command {
         #[command(flatten)]
         recipe: RecipeArgs,
     },
+    /// Show the tensors of a weights file (dtype, shape, zeros, stored bytes)
+    /// and the metadata a run wrote into it.
+    Inspect {
+        /// A `.safetensors` file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -151,6 +157,10 @@ fn run(command: Command) -> Result<(), Error> {
             let recipe = Recipe::read(&args.file)?;
             let compiled = recipe.compile(&args.set)?;
             print!("{}", recipe::graph::to_dot(&compiled.graph, &compiled.checked.settings.name));
+        }
+        Command::Inspect { file } => {
+            let report = recipe::formats::inspect::inspect(&file, &file)?;
+            print!("{report}");
         }
         Command::Run { recipe: args, device, only } => {
             let recipe = Recipe::read(&args.file)?;

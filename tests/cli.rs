@@ -158,3 +158,20 @@ fn cuda_without_the_feature_is_a_clear_error() {
     assert!(err.contains("no CUDA support"), "{err}");
     assert!(err.contains("--features cuda"), "{err}");
 }
+
+#[test]
+fn inspect_shows_tensors_and_metadata() {
+    let dir = scratch("small.opt", SMALL);
+    assert_eq!(recipe(&["run", "small.opt"], dir.path()).status.code(), Some(0));
+    let out = recipe(&["inspect", "out/small.safetensors"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("0.weight  F32    [32, 64]"), "{stdout}");
+    assert!(stdout.contains("recipe_hash"), "{stdout}");
+    assert!(stdout.contains("step          base"), "{stdout}");
+
+    std::fs::write(dir.path().join("junk.safetensors"), b"not a tensor file").unwrap();
+    let out = recipe(&["inspect", "junk.safetensors"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("junk.safetensors"));
+}

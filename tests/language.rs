@@ -101,10 +101,10 @@ fn examples_check_together_and_alone() {
     whole.compile(&[]).unwrap_or_else(|e| panic!("{}", e.render(80)));
 }
 
-/// The data, model, train, load, eval and save examples run as written.
-/// The eval and save examples read the search, prune and quantize
-/// examples, which this version checks but does not run, so they run here
-/// on the trained `base` weights and on the loaded `pretrained` ones.
+/// The data, model, train, prune, load, eval and save examples run as
+/// written. Those that read the search and quantize examples, which this
+/// version checks but does not run, run here on the trained `base` weights
+/// and on the loaded `pretrained` ones instead.
 #[test]
 fn runnable_examples_run() {
     let dir = language_folder();
@@ -126,11 +126,15 @@ fn runnable_examples_run() {
     let report = run(&["base.model=cnn", "base.epochs=2"], "base");
     assert!(report.outputs.contains_key("base"));
 
+    // The prune example, on the trained `base` rather than the search.
+    let report = run(&["sparse.from=base"], "sparse");
+    assert!(report.outputs.contains_key("sparse"));
+
     // load, eval (with every metric) and save.
-    let report =
-        run(&["report.models=[base, pretrained]", "report.path=\"out/report.json\""], "report");
+    let models = "report.models=[base, pretrained, sparse]";
+    let report = run(&[models, "sparse.from=base", "report.path=\"out/report.json\""], "report");
     let table = &report.tables[0];
-    assert_eq!(table.rows.len(), 2);
+    assert_eq!(table.rows.len(), 3);
     for (_, values) in &table.rows {
         assert_eq!(values.len(), 5, "accuracy, loss, size, sparsity and latency");
     }
@@ -146,7 +150,7 @@ fn runnable_examples_run() {
 /// Steps this version cannot run are refused before anything runs, with a
 /// diagnostic on the block.
 #[test]
-fn search_prune_and_quantize_are_refused_before_running() {
+fn search_and_quantize_are_refused_before_running() {
     let dir = language_folder();
     let recipe = Recipe::read(&dir.path().join("language.opt")).unwrap();
     let err = recipe.run(&[], Some("tuned"), &common::options(&recipe)).unwrap_err();

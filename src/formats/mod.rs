@@ -4,6 +4,7 @@
 //! [`safetensors`] reads and writes weight files; [`write_atomic`] is the
 //! crash-safe way every output file of a run (weights, reports) is written.
 
+pub mod inspect;
 pub mod safetensors;
 pub mod sparse;
 

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::Graph;
-use crate::check::{Checked, Spec, TensorInfo};
+use crate::check::{Checked, Pattern, PruneAmount, SaveFormat, Spec, TensorInfo};
 
 /// One line per step, then its reads and writes, indented.
 pub fn render_plan(checked: &Checked, graph: &Graph) -> String {
@@ -38,9 +38,16 @@ pub fn render_plan(checked: &Checked, graph: &Graph) -> String {
         }
         for path in &node.writes {
             let size = match &block.spec {
-                Spec::Save(s) => weights_bytes(checked, &s.from)
-                    .map(|b| format!(" (about {})", crate::steps::eval::human_bytes(b)))
-                    .unwrap_or_default(),
+                Spec::Save(s) => {
+                    // Channel pruning decides the new widths as it runs.
+                    let bound = match checked.block(&s.from).map(|b| &b.spec) {
+                        Some(Spec::Prune(p)) if p.pattern == Pattern::Channels => "at most",
+                        _ => "about",
+                    };
+                    weights_bytes(checked, &s.from, s.format)
+                        .map(|b| format!(" ({bound} {})", crate::steps::eval::human_bytes(b)))
+                        .unwrap_or_default()
+                }
                 _ => String::new(),
             };
             let _ = writeln!(out, "       writes {}{size}", path.display());
@@ -49,15 +56,29 @@ pub fn render_plan(checked: &Checked, graph: &Graph) -> String {
     out
 }
 
-/// The tensor bytes of a block's weights when they are known before running.
-fn weights_bytes(checked: &Checked, name: &str) -> Option<u64> {
+/// The tensor bytes of a block's weights when they are known before
+/// running. In the sparse format, matrices pruned to a share `s` take a bit
+/// per entry and the `1 - s` non-zero values.
+fn weights_bytes(checked: &Checked, name: &str, format: SaveFormat) -> Option<u64> {
     let tensors = tensors_of(checked, name)?;
-    Some(
-        tensors
-            .iter()
-            .map(|t| t.shape.iter().product::<usize>() as u64 * dtype_size(&t.dtype))
-            .sum(),
-    )
+    let pruned = match (&checked.block(name)?.spec, format) {
+        (Spec::Prune(p), SaveFormat::Sparse) => match p.amount {
+            PruneAmount::Sparsity(s) => s,
+            PruneAmount::Threshold(_) => 0.0,
+        },
+        _ => 0.0,
+    };
+    let bytes = |t: &TensorInfo| {
+        let n = t.shape.iter().product::<usize>() as f64;
+        let dense = n * dtype_size(&t.dtype) as f64;
+        let sparse = n / 8.0 + (1.0 - pruned) * dense;
+        if t.shape.len() >= 2 && sparse < dense {
+            sparse
+        } else {
+            dense
+        }
+    };
+    Some(tensors.iter().map(bytes).sum::<f64>().round() as u64)
 }
 
 fn tensors_of(checked: &Checked, name: &str) -> Option<Vec<TensorInfo>> {
