@@ -211,6 +211,14 @@ pub(super) fn prune(block: &ast::Block, env: &Env, errors: &mut Errors) -> Optio
         Some(v) => Some(super::train::finetune(v, Some(from), env, errors)?),
         None => None,
     };
+    if let (Some(_), None, Some(v)) = (&finetune, env.arch(from), s.get("finetune")) {
+        errors.push(CheckError::NoArchitecture {
+            span: v.span,
+            name: from.to_string(),
+            help: "retraining runs the model: give the `load` block a `model`".into(),
+        });
+        return None;
+    }
     let tensors = env.tensors(from);
     let (targets, ignore, selected) = selection(&s, from, &tensors, errors)?;
     let pattern = pattern?;
@@ -420,6 +428,14 @@ pub(super) fn quantize(block: &ast::Block, env: &Env, errors: &mut Errors) -> Op
         Some(v) => Some(super::train::finetune(v, Some(from), env, errors)?),
         None => None,
     };
+    if let (Some(_), None, Some(v)) = (&finetune, env.arch(from), s.get("finetune")) {
+        errors.push(CheckError::NoArchitecture {
+            span: v.span,
+            name: from.to_string(),
+            help: "retraining runs the model: give the `load` block a `model`".into(),
+        });
+        return None;
+    }
     let tensors = env.tensors(from);
     let (targets, ignore, selected) = selection(&s, from, &tensors, errors)?;
     let scheme = scheme?;
