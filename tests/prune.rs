@@ -146,3 +146,60 @@ fn channel_pruning_makes_a_smaller_dense_model() {
     let arch = &metadata(saved)["architecture"];
     assert!(arch.contains("\"Linear\":{\"out\":1024}"), "{arch}");
 }
+
+/// Masks equal PyTorch's: `prune.global_unstructured` with `L1Unstructured` for
+/// `scope = global`, and `prune.l1_unstructured` per tensor for `scope = layer`, at 50%, 80%
+/// and 90% of the same weights. The fixture and the script that made it are in
+/// `tests/fixtures/torch_prune/`; normal weights have no ties, so the masks must be equal
+/// entry for entry.
+#[test]
+fn masks_equal_pytorch_pruning() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_prune");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture.join("weights.safetensors"), dir.path().join("weights.safetensors"))
+        .unwrap();
+    let mut text = String::from(
+        r#"
+        data digits { source = builtin("digits") }
+        model net { input = digits, layers = [linear(128), relu, linear(10)] }
+        load torch { path = "weights.safetensors", model = net }
+        "#,
+    );
+    for amount in [50, 80, 90] {
+        for scope in ["global", "layer"] {
+            text.push_str(&format!(
+                "prune {scope}{amount} {{ from = torch, sparsity = {amount}%, scope = {scope} }}\n"
+            ));
+        }
+    }
+    std::fs::write(dir.path().join("masks.opt"), text).unwrap();
+    let recipe = recipe::Recipe::read(&dir.path().join("masks.opt")).unwrap();
+    let (_, report) = recipe
+        .run(&[], None, &common::options(&recipe))
+        .unwrap_or_else(|e| panic!("{}", e.render(80)));
+
+    let masks = read_tensors(&std::fs::read(fixture.join("masks.safetensors")).unwrap());
+    assert_eq!(masks.len(), 12, "two weights, three amounts, two scopes");
+    for (key, (dtype, shape, torch_mask)) in &masks {
+        assert_eq!(dtype, "U8");
+        let (block, tensor) = key.split_once('.').unwrap();
+        let Artifact::Weights(w) = &report.outputs[block] else { panic!("no weights") };
+        let t = &w.tensors[tensor];
+        assert_eq!(t.dims(), shape.as_slice(), "{key}");
+        let ours: Vec<u8> = t
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&v| u8::from(v != 0.0))
+            .collect();
+        let differ = ours.iter().zip(torch_mask).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            differ,
+            0,
+            "{key}: {differ} of {} mask entries differ from PyTorch's",
+            ours.len()
+        );
+    }
+}

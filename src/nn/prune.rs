@@ -15,16 +15,24 @@
 //! mapped to one pattern just above infinity, so a NaN counts as the largest magnitude and
 //! NaNs tie with each other. Ties are always broken by position, the lower index pruned first.
 //!
-//! Sparsity selection is a radix select, linear in the number of weights and never a sort:
-//! one parallel histogram pass over the top 16 bits of the pattern finds the bucket that
-//! holds the k-th smallest magnitude, and one parallel masking pass zeroes every weight of a
-//! lower bucket while it collects the few members of that bucket, among which the exact
-//! threshold is then chosen. When the bucket is too large to collect (many equal values),
-//! extra histogram passes over the bucket's members refine it down to the exact threshold
-//! pattern, and the masking pass uses per-chunk counts of that pattern to keep the index
-//! rule exact while chunks run in parallel.
+//! Sparsity selection is linear in the number of weights and never a sort. It first guesses:
+//! a sample of the weights (a few thousand cache lines spread over the scope) gives a narrow
+//! bracket of patterns that should hold the k-th smallest magnitude, and one read-only,
+//! vectorised pass counts the weights below and inside it. When the bracket holds the
+//! threshold, which it does for all but adversarial data, one masking pass zeroes every weight
+//! below the bracket while it collects the few inside, among which the exact threshold is then
+//! chosen: two passes over the data in all, the first of which only reads.
+//!
+//! When the guess misses, a radix select takes over: one parallel histogram pass over the top
+//! 16 bits of the pattern finds the bucket that holds the k-th smallest magnitude, and the
+//! same masking pass collects that bucket. When the bucket is too large to collect (many
+//! equal values), extra histogram passes over the bucket's members refine it down to the
+//! exact threshold pattern, and the masking pass uses per-chunk counts of that pattern to keep
+//! the index rule exact while chunks run in parallel. Either way the result is exact; the
+//! sample only decides how fast it comes.
 
 use rayon::prelude::*;
+use tracing::debug;
 
 use crate::check::spec::{PruneAmount, Scope};
 
@@ -83,11 +91,11 @@ pub enum PruneError {
 /// use recipe::nn::prune::magnitude;
 ///
 /// let mut a = vec![0.3, -0.1, 0.2, 0.1];
-/// let mut b = vec![-0.4, 0.05];
-/// let zeroed = magnitude(&mut [&mut a, &mut b], PruneAmount::Sparsity(0.5), Scope::Global);
-/// assert_eq!(zeroed, 3);
-/// // Of the tied 0.1s the lower index goes first.
-/// assert_eq!((a, b), (vec![0.3, 0.0, 0.2, 0.1], vec![-0.4, 0.0]));
+/// let mut b = vec![-0.4, 0.05, 0.6, 0.7];
+/// let zeroed = magnitude(&mut [&mut a, &mut b], PruneAmount::Sparsity(0.25), Scope::Global);
+/// assert_eq!(zeroed, 2);
+/// // 0.05 goes, and of the tied 0.1s the one at the lower index.
+/// assert_eq!((a, b), (vec![0.3, 0.0, 0.2, 0.1], vec![-0.4, 0.0, 0.6, 0.7]));
 /// ```
 pub fn magnitude(tensors: &mut [&mut [f32]], amount: PruneAmount, scope: Scope) -> usize {
     magnitude_with(tensors, amount, scope, &Tuning::DEFAULT)
@@ -105,10 +113,15 @@ struct Tuning {
     /// The bucket holding the threshold is collected in the masking pass only while it has
     /// at most `n >> cap_shift` members (plus `small`), bounding the extra memory.
     cap_shift: u32,
+    /// Runs of consecutive weights sampled to guess the threshold; 0 skips the guess.
+    sample_runs: usize,
+    /// Weights per sampled run: 16 `f32` are one cache line, so a run costs one miss.
+    run_len: usize,
 }
 
 impl Tuning {
-    const DEFAULT: Tuning = Tuning { small: 1 << 16, chunk: 1 << 18, cap_shift: 4 };
+    const DEFAULT: Tuning =
+        Tuning { small: 1 << 16, chunk: 1 << 18, cap_shift: 4, sample_runs: 8192, run_len: 16 };
 }
 
 fn magnitude_with(
@@ -186,6 +199,19 @@ fn prune_smallest(tensors: &mut [&mut [f32]], n: usize, k: usize, tuning: &Tunin
     let chunk = tuning.chunk.clamp(1, u32::MAX as usize);
     let mut chunks: Vec<&mut [f32]> =
         tensors.iter_mut().flat_map(|xs| xs.chunks_mut(chunk)).collect();
+    let cap = (n >> tuning.cap_shift.min(63)) + tuning.small;
+
+    // Guess a bracket from a sample and count what it holds; when the threshold is inside and
+    // the bracket is small enough to collect, one masking pass finishes the work.
+    if let Some(bracket) = sample_bracket(&chunks, n, k, tuning) {
+        let (below, inside) = count_bracket(&chunks, bracket);
+        let k = k as u64;
+        if below <= k && k <= below + inside && inside <= cap as u64 {
+            mask_and_collect(&mut chunks, bracket, k - below);
+            return;
+        }
+        debug!(below, inside, k, "the sampled bracket missed the threshold; selecting by radix");
+    }
 
     // Find the top-16-bit bucket that holds the k-th smallest pattern.
     let hist = top_histogram(&chunks, n);
@@ -199,7 +225,6 @@ fn prune_smallest(tensors: &mut [&mut [f32]], n: usize, k: usize, tuning: &Tunin
     };
 
     // Refine the bucket while it is too large to collect and bits remain.
-    let cap = (n >> tuning.cap_shift.min(63)) + tuning.small;
     for new_shift in REFINE_SHIFTS {
         if sel.members <= cap as u64 {
             break;
@@ -211,8 +236,105 @@ fn prune_smallest(tensors: &mut [&mut [f32]], n: usize, k: usize, tuning: &Tunin
         Some(per_chunk) if sel.shift == 0 && sel.members > cap as u64 => {
             mask_exact(&mut chunks, sel.prefix, sel.need, per_chunk);
         }
-        _ => mask_and_collect(&mut chunks, &sel),
+        _ => {
+            let lo = sel.prefix << sel.shift;
+            let bracket = Bracket { lo, hi: lo + ((1 << sel.shift) - 1) };
+            mask_and_collect(&mut chunks, bracket, sel.need);
+        }
     }
+}
+
+/// The patterns `lo..=hi` (of [`key`]), which should hold the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bracket {
+    lo: u32,
+    hi: u32,
+}
+
+impl Bracket {
+    /// The bounds as signed integers over the raw pattern `bits & ABS_MASK`, which hot loops
+    /// compare without mapping NaNs to [`NAN_KEY`]: every pattern is below 2^31, so signed
+    /// and unsigned order agree (SSE2 has only signed vector compares), a raw NaN lies at or
+    /// above every `lo`, and a bracket that reaches [`NAN_KEY`] reaches every raw NaN.
+    #[inline(always)]
+    fn raw_bounds(self) -> (i32, i32) {
+        let hi = if self.hi >= NAN_KEY { ABS_MASK } else { self.hi };
+        (self.lo as i32, hi as i32)
+    }
+}
+
+/// The raw pattern of `|w|` as a signed integer; see [`Bracket::raw_bounds`].
+#[inline(always)]
+fn raw(w: f32) -> i32 {
+    (w.to_bits() & ABS_MASK) as i32
+}
+
+/// A bracket around the k-th smallest of `n` patterns, guessed from runs of weights spread
+/// evenly over the chunks; `None` when sampling is off or the scope is too small for it.
+///
+/// The bracket reaches a few standard errors of the sample quantile to either side of rank
+/// `k`. Runs are short and many, so even weights whose scale changes from row to row are
+/// sampled fairly; a guess that misses costs one read-only pass, never a wrong result.
+fn sample_bracket(chunks: &[&mut [f32]], n: usize, k: usize, tuning: &Tuning) -> Option<Bracket> {
+    let (runs, run_len) = (tuning.sample_runs, tuning.run_len.max(1));
+    if runs == 0 || runs * run_len * 4 > n {
+        return None;
+    }
+
+    // Sample: `runs` runs starting at evenly spaced positions of the whole scope.
+    let starts: Vec<usize> = chunks
+        .iter()
+        .scan(0, |offset, xs| {
+            let start = *offset;
+            *offset += xs.len();
+            Some(start)
+        })
+        .collect();
+    let mut keys = Vec::with_capacity(runs * run_len);
+    for r in 0..runs {
+        let at = (r as u128 * (n - run_len) as u128 / (runs - 1).max(1) as u128) as usize;
+        let mut c = starts.partition_point(|&s| s <= at).saturating_sub(1);
+        let mut offset = at - starts[c];
+        for _ in 0..run_len {
+            while offset >= chunks[c].len() {
+                offset -= chunks[c].len();
+                c += 1;
+            }
+            keys.push(key(chunks[c][offset]));
+            offset += 1;
+        }
+    }
+
+    // The bracket: sample ranks a margin to either side of the target quantile.
+    let m = keys.len();
+    let p = k as f64 / n as f64;
+    let margin = 4.0 * (p * (1.0 - p) / m as f64).sqrt() + 8.0 / m as f64;
+    let rank = |q: f64| ((q * m as f64).floor().max(0.0) as usize).min(m - 1);
+    let lo = if p - margin <= 0.0 { 0 } else { *keys.select_nth_unstable(rank(p - margin)).1 };
+    let hi =
+        if p + margin >= 1.0 { NAN_KEY } else { *keys.select_nth_unstable(rank(p + margin)).1 };
+    Some(Bracket { lo, hi })
+}
+
+/// How many weights lie below `bracket`, and how many inside it, in one read-only pass.
+fn count_bracket(chunks: &[&mut [f32]], bracket: Bracket) -> (u64, u64) {
+    let (lo, hi) = bracket.raw_bounds();
+
+    // Chunks hold at most `u32::MAX` weights, so per-chunk counts fit a u32, and the
+    // branch-free loop vectorises.
+    chunks
+        .par_iter()
+        .map(|xs| {
+            let (mut below, mut above) = (0u32, 0u32);
+            for &w in xs.iter() {
+                let kk = raw(w);
+                below += u32::from(kk < lo);
+                above += u32::from(kk > hi);
+            }
+            let inside = xs.len() as u64 - u64::from(below) - u64::from(above);
+            (u64::from(below), inside)
+        })
+        .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
 /// The state of a radix select: the members of the bucket `prefix` (patterns whose bits
@@ -311,33 +433,52 @@ fn find_bucket(hist: &[u64], rank: u64) -> (usize, u64) {
     (last, below.saturating_sub(hist.get(last).copied().unwrap_or(0)))
 }
 
-/// The masking pass when the threshold's bucket is small: zero every pattern below the
-/// bucket, collect the bucket's members, then zero the `need` smallest of them.
-fn mask_and_collect(chunks: &mut [&mut [f32]], sel: &Selection) {
-    let lo = sel.prefix << sel.shift;
-    let width = 1u32 << sel.shift;
+/// Zero the weights of one line (16 weights, one cache line, or fewer at the end) below the
+/// raw `bounds`, and say whether any lies inside them. Branch-free, so that it vectorises.
+#[inline(always)]
+fn mask_line(line: &mut [f32], (lo, hi): (i32, i32)) -> bool {
+    let mut inside = false;
+    for w in line.iter_mut() {
+        let kk = raw(*w);
+        inside |= (kk >= lo) & (kk <= hi);
+        *w = if kk < lo { 0.0 } else { *w };
+    }
+    inside
+}
 
-    // Each chunk is masked in blocks of 16: the block loop is branch-free and vectorises,
-    // and only a block that holds a member of the bucket is looked at again to collect it.
+/// Push (offset of the weight, key) for each weight of `line` inside the raw `bounds`.
+#[inline]
+fn collect_line(line: &[f32], offset: usize, (lo, hi): (i32, i32), found: &mut Vec<(u32, u32)>) {
+    // Writing every weight to the next free slot and advancing only past members compacts
+    // them without a branch per weight, which would mispredict on members spread at random.
+    let mut slots = [(0u32, 0u32); 16];
+    let mut n = 0;
+    for (i, &w) in line.iter().enumerate().take(16) {
+        let kk = raw(w);
+        slots[n] = ((offset + i) as u32, key(w));
+        n += usize::from((kk >= lo) & (kk <= hi));
+    }
+    found.extend_from_slice(&slots[..n]);
+}
+
+/// The masking pass when the threshold lies in a small bracket: zero every pattern below the
+/// bracket, collect the bracket's members, then zero the `need` smallest of them (by pattern,
+/// then index).
+fn mask_and_collect(chunks: &mut [&mut [f32]], bracket: Bracket, need: u64) {
+    let bounds = bracket.raw_bounds();
     let candidates: Vec<Vec<(u32, u32)>> = chunks
         .par_iter_mut()
         .map(|xs| {
             let mut found = Vec::new();
-            for (b, block) in xs.chunks_mut(16).enumerate() {
-                let mut hit = false;
-                for w in block.iter_mut() {
-                    let kk = key(*w);
-                    hit |= kk.wrapping_sub(lo) < width;
-                    *w = if kk < lo { 0.0 } else { *w };
+            let (lines, rest) = xs.as_chunks_mut::<16>();
+            for (i, line) in lines.iter_mut().enumerate() {
+                if mask_line(line, bounds) {
+                    collect_line(line, i * 16, bounds, &mut found);
                 }
-                if hit {
-                    for (i, &w) in block.iter().enumerate() {
-                        let kk = key(w);
-                        if kk.wrapping_sub(lo) < width {
-                            found.push(((b * 16 + i) as u32, kk));
-                        }
-                    }
-                }
+            }
+            let at = lines.len() * 16;
+            if mask_line(rest, bounds) {
+                collect_line(rest, at, bounds, &mut found);
             }
             found
         })
@@ -346,10 +487,10 @@ fn mask_and_collect(chunks: &mut [&mut [f32]], sel: &Selection) {
     // The threshold is the need-th smallest member pattern; the members below it go, and
     // of those equal to it the first in index order, as many as are still needed.
     let mut keys: Vec<u32> = candidates.iter().flatten().map(|&(_, kk)| kk).collect();
-    if keys.is_empty() {
+    if keys.is_empty() || need == 0 {
         return;
     }
-    let need = usize::try_from(sel.need).unwrap_or(usize::MAX).clamp(1, keys.len());
+    let need = usize::try_from(need).unwrap_or(usize::MAX).min(keys.len());
     let t = *keys.select_nth_unstable(need - 1).1;
     let below = keys.iter().filter(|&&kk| kk < t).count();
     let mut ties_left = need - below;
@@ -432,10 +573,10 @@ pub fn n_of_m(values: &mut [f32], row_len: usize, n: usize, m: usize) -> Result<
     if m == 0 || n > m {
         return Err(PruneError::Pattern { n, m });
     }
-    if row_len == 0 || row_len % m != 0 {
+    if row_len == 0 || !row_len.is_multiple_of(m) {
         return Err(PruneError::RowLength { row_len, m });
     }
-    if values.len() % row_len != 0 {
+    if !values.len().is_multiple_of(row_len) {
         return Err(PruneError::Rows { len: values.len(), row_len });
     }
     if n == m {
@@ -564,4 +705,106 @@ pub fn cubic_schedule(s: f64, round: usize, rounds: usize) -> f64 {
     }
     let left = 1.0 - round as f64 / rounds as f64;
     s * (1.0 - left * left * left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The rule by definition: sort (pattern, index) and zero the first `k`.
+    fn reference(tensors: &[Vec<f32>], k: usize) -> Vec<Vec<f32>> {
+        let mut all: Vec<(u32, usize, usize)> = Vec::new();
+        for (t, xs) in tensors.iter().enumerate() {
+            all.extend(xs.iter().enumerate().map(|(i, &w)| (key(w), t, i)));
+        }
+        all.sort();
+        let mut out = tensors.to_vec();
+        for &(_, t, i) in all.iter().take(k) {
+            out[t][i] = 0.0;
+        }
+        out
+    }
+
+    fn bits(tensors: &[Vec<f32>]) -> Vec<Vec<u32>> {
+        tensors.iter().map(|xs| xs.iter().map(|w| w.to_bits()).collect()).collect()
+    }
+
+    /// Weights of one of several kinds: smooth, few distinct values, or special values.
+    fn weights(rng: &mut Rng, n: usize, kind: usize) -> Vec<f32> {
+        let special = [0.0, -0.0, 0.5, -0.5, 1.0, f32::NAN, f32::INFINITY, f32::MIN_POSITIVE];
+        (0..n)
+            .map(|i| match kind {
+                0 => rng.normal() as f32,
+                1 => special[rng.below(special.len())],
+                2 => (rng.below(3) as f32) * 0.25,
+                // Row scales that differ by orders of magnitude, as between layers.
+                _ => rng.normal() as f32 * 10f32.powi((i / 97 % 5) as i32 - 2),
+            })
+            .collect()
+    }
+
+    const TUNINGS: [Tuning; 5] = [
+        Tuning::DEFAULT,
+        // The histogram path, collecting the bucket.
+        Tuning { small: 0, chunk: 64, cap_shift: 0, sample_runs: 0, run_len: 16 },
+        // The histogram path, refining down to the exact pattern.
+        Tuning { small: 0, chunk: 7, cap_shift: 63, sample_runs: 0, run_len: 16 },
+        // The sampled bracket, with chunks that split runs.
+        Tuning { small: 0, chunk: 5, cap_shift: 0, sample_runs: 8, run_len: 3 },
+        // A sample too small to bracket anything, falling back.
+        Tuning { small: 0, chunk: 33, cap_shift: 63, sample_runs: 2, run_len: 1 },
+    ];
+
+    #[test]
+    fn every_path_prunes_exactly_the_k_smallest() {
+        let mut rng = Rng::new(11, "prune tests");
+        for case in 0..300 {
+            let kind = case % 4;
+            let sizes: Vec<usize> = (0..1 + rng.below(3)).map(|_| rng.below(700)).collect();
+            let tensors: Vec<Vec<f32>> =
+                sizes.iter().map(|&n| weights(&mut rng, n, kind)).collect();
+            let n: usize = sizes.iter().sum();
+            let s = [0.0, 0.1, 0.5, 0.8, 0.9, 0.999, 1.0][case % 7];
+            let k = prune_count(s, n);
+            let expected = bits(&reference(&tensors, k));
+            for tuning in &TUNINGS {
+                let mut got = tensors.clone();
+                let mut views: Vec<&mut [f32]> = got.iter_mut().map(|t| t.as_mut_slice()).collect();
+                let zeroed =
+                    magnitude_with(&mut views, PruneAmount::Sparsity(s), Scope::Global, tuning);
+                assert_eq!(zeroed, k);
+                assert_eq!(bits(&got), expected, "case {case}, sizes {sizes:?}, {tuning:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn layer_scope_prunes_each_tensor_alone() {
+        let mut rng = Rng::new(12, "prune tests");
+        let tensors = vec![weights(&mut rng, 300, 0), weights(&mut rng, 50, 3)];
+        let mut got = tensors.clone();
+        let mut views: Vec<&mut [f32]> = got.iter_mut().map(|t| t.as_mut_slice()).collect();
+        assert_eq!(magnitude(&mut views, PruneAmount::Sparsity(0.5), Scope::Layer), 175);
+        for (g, t) in got.iter().zip(&tensors) {
+            let expected = reference(std::slice::from_ref(t), t.len() / 2);
+            assert_eq!(bits(std::slice::from_ref(g)), bits(&expected));
+        }
+    }
+
+    #[test]
+    fn a_threshold_zeroes_what_lies_below_it() {
+        let mut xs = vec![0.1, -0.2, 0.3, f32::NAN, -0.05, 0.0];
+        let zeroed = magnitude(&mut [&mut xs], PruneAmount::Threshold(0.2), Scope::Global);
+        assert_eq!(zeroed, 3);
+        assert_eq!(format!("{xs:?}"), "[0.0, -0.2, 0.3, NaN, 0.0, 0.0]");
+    }
+
+    #[test]
+    fn the_prune_count_rounds_half_to_even() {
+        assert_eq!(prune_count(0.5, 5), 2);
+        assert_eq!(prune_count(0.5, 7), 4);
+        assert_eq!(prune_count(f64::NAN, 7), 0);
+        assert_eq!(prune_count(2.0, 7), 7);
+    }
 }
