@@ -310,9 +310,21 @@ fn sample_bracket(chunks: &[&mut [f32]], n: usize, k: usize, tuning: &Tuning) ->
     let p = k as f64 / n as f64;
     let margin = 4.0 * (p * (1.0 - p) / m as f64).sqrt() + 8.0 / m as f64;
     let rank = |q: f64| ((q * m as f64).floor().max(0.0) as usize).min(m - 1);
-    let lo = if p - margin <= 0.0 { 0 } else { *keys.select_nth_unstable(rank(p - margin)).1 };
-    let hi =
-        if p + margin >= 1.0 { NAN_KEY } else { *keys.select_nth_unstable(rank(p + margin)).1 };
+    let (lo_rank, hi_rank) = (rank(p - margin), rank(p + margin));
+
+    // After the first selection the upper rank lies among the keys above the lower one, so
+    // the second selection only needs to look there.
+    let (lo, above) = if p - margin <= 0.0 {
+        (0, &mut keys[..])
+    } else {
+        let (_, &mut lo, above) = keys.select_nth_unstable(lo_rank);
+        (lo, above)
+    };
+    let hi = match hi_rank.checked_sub(m - above.len()) {
+        _ if p + margin >= 1.0 => NAN_KEY,
+        Some(at) if at < above.len() => *above.select_nth_unstable(at).1,
+        _ => lo,
+    };
     Some(Bracket { lo, hi })
 }
 
