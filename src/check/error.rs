@@ -319,6 +319,28 @@ pub enum CheckError {
         help: String,
     },
 
+    #[error("weights quantized to `{scheme}` are saved as `.gguf`, not `.safetensors`")]
+    #[diagnostic(
+        code(recipe::check::ggml_file),
+        help("GGML blocks are stored in GGUF files: end the path with `.gguf`")
+    )]
+    GgmlFile {
+        #[label("`{name}` is quantized to `{scheme}`")]
+        span: Span,
+        name: String,
+        scheme: String,
+    },
+
+    #[error("`{key}` does not apply with `scheme = {scheme}`")]
+    #[diagnostic(code(recipe::check::not_with_scheme), help("{help}"))]
+    NotWithScheme {
+        #[label("not with this scheme")]
+        span: Span,
+        key: String,
+        scheme: String,
+        help: String,
+    },
+
     #[error("cannot prune the channels of `{tensor}`")]
     #[diagnostic(code(recipe::check::channels), help("{help}"))]
     Channels {

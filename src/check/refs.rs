@@ -260,6 +260,18 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// The data of the training that produced a block's weights, followed
+    /// back through searches, prunes and quantizations.
+    pub fn train_data(&self, name: &str) -> Option<&spec::DataRef> {
+        match self.spec(name)? {
+            Spec::Train(t) => Some(&t.data),
+            Spec::Search(s) => Some(&s.train.data),
+            Spec::Prune(p) => self.train_data(&p.from),
+            Spec::Quantize(q) => self.train_data(&q.from),
+            _ => None,
+        }
+    }
+
     /// The training settings that produced a block's weights, followed
     /// back through searches, prunes and quantizations.
     pub fn train_settings(&self, name: &str) -> Option<&spec::TrainSettings> {

@@ -647,6 +647,9 @@ pub struct QuantSpec {
     /// Keep the most sensitive layers in float until the accuracy is
     /// within this fraction of the input's.
     pub tolerance: Option<f64>,
+    /// Where the tolerance is measured: the validation split of the
+    /// retraining data, or of the data that trained the input.
+    pub calibration: Option<DataRef>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

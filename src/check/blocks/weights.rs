@@ -8,7 +8,7 @@ use crate::check::refs::{Env, Type};
 use std::path::Path;
 
 use crate::check::spec::{
-    Arch, Granularity, LoadSpec, Pattern, PruneAmount, PruneMethod, PruneSpec, QuantScheme,
+    Arch, DataRef, Granularity, Split, LoadSpec, Pattern, PruneAmount, PruneMethod, PruneSpec, QuantScheme,
     QuantSpec, SaveFormat, SaveSpec, Scope, Spec, TensorInfo,
 };
 use crate::check::value::{self, Errors, Settings};
@@ -428,24 +428,90 @@ pub(super) fn quantize(block: &ast::Block, env: &Env, errors: &mut Errors) -> Op
         Some(v) => Some(super::train::finetune(v, Some(from), env, errors)?),
         None => None,
     };
-    if let (Some(_), None, Some(v)) = (&finetune, env.arch(from), s.get("finetune")) {
-        errors.push(CheckError::NoArchitecture {
-            span: v.span,
-            name: from.to_string(),
-            help: "retraining runs the model: give the `load` block a `model`".into(),
-        });
-        return None;
+    for key in ["finetune", "tolerance"] {
+        if let (None, Some(v)) = (env.arch(from), s.get(key)) {
+            errors.push(CheckError::NoArchitecture {
+                span: v.span,
+                name: from.to_string(),
+                help: format!("`{key}` runs the model: give the `load` block a `model`"),
+            });
+            return None;
+        }
     }
+
+    // The tolerance is measured on the validation split of the data the
+    // retraining uses, or else of the data that trained the input.
+    let calibration = match (tolerance, s.get("tolerance")) {
+        (Some(_), Some(v)) => {
+            let data = finetune.as_ref().map(|f| &f.data).or_else(|| env.train_data(from));
+            let Some(data) = data else {
+                errors.push(value::wrong_type(
+                    "tolerance",
+                    v,
+                    "a tolerance with data to measure it on",
+                    "finetune = train(epochs = 1, data = digits)",
+                ));
+                return None;
+            };
+            let data = DataRef { block: data.block.clone(), split: Split::Val };
+            env.require_samples(&data, v, errors)?;
+            Some(data)
+        }
+        _ => None,
+    };
     let tensors = env.tensors(from);
     let (targets, ignore, selected) = selection(&s, from, &tensors, errors)?;
     let scheme = scheme?;
+    // Vectors (biases) are never quantized, whatever the globs say.
+    let selected: Vec<&TensorInfo> = selected.into_iter().filter(|t| t.shape.len() >= 2).collect();
+
+    // The GGML formats fix their own blocks, scales and offsets.
+    if scheme.ggml_block().is_some() {
+        for key in ["granularity", "symmetric"] {
+            if let Some(v) = s.get(key) {
+                errors.push(CheckError::NotWithScheme {
+                    span: v.span,
+                    key: key.into(),
+                    scheme: scheme.name().into(),
+                    help: format!(
+                        "`{}` stores blocks of {} values, each with its own scale; leave \
+                         `{key}` out",
+                        scheme.name(),
+                        scheme.ggml_block().unwrap_or(0)
+                    ),
+                });
+            }
+        }
+    }
+
+    // Groups split rows; a row that is not a whole number of groups cannot.
+    if let (None, Some(Granularity::Group(g)), Some(at)) =
+        (scheme.ggml_block(), granularity, s.get("granularity"))
+    {
+        for t in &selected {
+            let row: usize = t.shape.iter().skip(1).product();
+            if !row.is_multiple_of(g) {
+                errors.push(CheckError::SchemeMismatch {
+                    span: at.span,
+                    tensor: t.name.clone(),
+                    scheme: format!("group({g})"),
+                    reason: format!("`{}` has rows of {row} values, not a multiple of {g}", t.name),
+                    help: format!(
+                        "choose a group size that divides {row}, or leave `{}` out with \
+                         `ignore`",
+                        t.name
+                    ),
+                });
+            }
+        }
+    }
 
     // GGML formats quantize rows in fixed blocks; a row that is not a whole
     // number of blocks cannot be stored.
     if let (Some(block_len), Some(at)) = (scheme.ggml_block(), scheme_value) {
         for t in selected {
             let row: usize = t.shape.iter().skip(1).product();
-            if t.shape.len() < 2 || !row.is_multiple_of(block_len) {
+            if !row.is_multiple_of(block_len) {
                 errors.push(CheckError::SchemeMismatch {
                     span: at.span,
                     tensor: t.name.clone(),
@@ -472,6 +538,7 @@ pub(super) fn quantize(block: &ast::Block, env: &Env, errors: &mut Errors) -> Op
         ignore,
         finetune,
         tolerance,
+        calibration,
     })
 }
 
@@ -519,6 +586,16 @@ pub(super) fn save(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
             "\"out/model.safetensors\"",
         ));
         return None;
+    }
+    if let (false, Some(Spec::Quantize(q))) = (gguf, env.spec(from)) {
+        if q.scheme.ggml_block().is_some() {
+            errors.push(CheckError::GgmlFile {
+                span: path_value.span,
+                name: from.to_string(),
+                scheme: q.scheme.name().to_string(),
+            });
+            return None;
+        }
     }
     if gguf && !ggml_scheme(env, from) {
         errors.push(CheckError::WrongReference {
