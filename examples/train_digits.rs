@@ -37,7 +37,8 @@ fn main() {
     // A recipe does not need to live in a file; the path only names it in
     // diagnostics and anchors relative paths.
     let recipe = Recipe::from_bytes("library_demo.opt".as_ref(), RECIPE.as_bytes());
-    let options = RunOptions { device: None, base_dir: ".".into(), progress: ProgressMode::Quiet };
+    let options =
+        RunOptions { device: None, base_dir: ".".into(), progress: ProgressMode::Quiet, jobs: 1 };
     let (compiled, report) = match recipe.run(&[], None, &options) {
         Ok(done) => done,
         Err(e) => {

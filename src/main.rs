@@ -40,6 +40,10 @@ enum Command {
         /// Run only this step and the steps it needs.
         #[arg(long, value_name = "NAME")]
         only: Option<String>,
+        /// Train this many trials of a search side by side; the results do not depend on it.
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: u16,
     },
     /// Parse and check a recipe; reads data and weight headers, no tensors.
     Check {
@@ -59,7 +63,7 @@ enum Command {
     /// Show the tensors of a weights file (dtype, shape, zeros, stored bytes)
     /// and the metadata a run wrote into it.
     Inspect {
-        /// A `.safetensors` file.
+        /// A `.safetensors` or `.gguf` file.
         file: PathBuf,
     },
 }
@@ -162,15 +166,23 @@ fn run(command: Command) -> Result<(), Error> {
             let report = recipe::formats::inspect::inspect(&file, &file)?;
             print!("{report}");
         }
-        Command::Run { recipe: args, device, only } => {
+        Command::Run { recipe: args, device, only, jobs } => {
             let recipe = Recipe::read(&args.file)?;
             let progress = if std::io::stderr().is_terminal() {
                 ProgressMode::Bar
             } else {
                 ProgressMode::Lines
             };
-            let options = RunOptions { device, base_dir: recipe.base_dir(), progress };
+            let jobs = usize::from(jobs);
+            let options = RunOptions { device, base_dir: recipe.base_dir(), progress, jobs };
             let (_, report) = recipe.run(&args.set, only.as_deref(), &options)?;
+            for (step, notes) in &report.notes {
+                println!("{step}:");
+                for note in notes {
+                    println!("  {note}");
+                }
+                println!();
+            }
             for table in &report.tables {
                 println!("{}", table.render());
             }

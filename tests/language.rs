@@ -101,12 +101,10 @@ fn examples_check_together_and_alone() {
     whole.compile(&[]).unwrap_or_else(|e| panic!("{}", e.render(80)));
 }
 
-/// The data, model, train, prune, load, eval and save examples run as
-/// written. Those that read the search and quantize examples, which this
-/// version checks but does not run, run here on the trained `base` weights
-/// and on the loaded `pretrained` ones instead.
+/// Every block example runs as written, each with what it needs, and so does the whole
+/// recipe at the end of the reference.
 #[test]
-fn runnable_examples_run() {
+fn examples_run_as_written() {
     let dir = language_folder();
     let recipe = Recipe::read(&dir.path().join("language.opt")).unwrap();
     let options = common::options(&recipe);
@@ -118,44 +116,40 @@ fn runnable_examples_run() {
             .1
     };
 
-    // data, model net, train base.
-    let report = run(&[], "base");
-    assert!(report.outputs.contains_key("base"));
-
-    // The CNN example trains too.
+    // The CNN example trains too, in place of the MLP.
     let report = run(&["base.model=cnn", "base.epochs=2"], "base");
     assert!(report.outputs.contains_key("base"));
 
-    // The prune example, on the trained `base` rather than the search.
-    let report = run(&["sparse.from=base"], "sparse");
-    assert!(report.outputs.contains_key("sparse"));
+    // The load example.
+    let report = run(&[], "pretrained");
+    assert!(report.outputs.contains_key("pretrained"));
 
-    // load, eval (with every metric) and save.
-    let models = "report.models=[base, pretrained, sparse]";
-    let report = run(&[models, "sparse.from=base", "report.path=\"out/report.json\""], "report");
+    // The eval example needs data, models, train, search, prune and quantize.
+    let report = run(&["report.path=\"out/report.json\""], "report");
+    for step in ["base", "tuned", "sparse", "small"] {
+        assert!(report.outputs.contains_key(step), "`{step}` ran");
+    }
     let table = &report.tables[0];
-    assert_eq!(table.rows.len(), 3);
+    assert_eq!(table.rows.len(), 4);
     for (_, values) in &table.rows {
         assert_eq!(values.len(), 5, "accuracy, loss, size, sparsity and latency");
     }
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap())
             .unwrap();
-    assert!(json["pretrained"]["accuracy"].as_f64().unwrap() > 0.9);
+    assert!(json["small"]["accuracy"].as_f64().unwrap() > 0.9);
 
-    run(&["out.from=pretrained"], "out");
+    // The save example, whose search now comes from the trial store.
+    let report = run(&[], "out");
     assert!(dir.path().join("out/digits-int8.safetensors").exists());
-}
+    let (_, notes) = report.notes.iter().find(|(step, _)| step == "tuned").expect("notes");
+    assert!(notes[0].contains("16 from the trial store"), "{}", notes[0]);
 
-/// Steps this version cannot run are refused before anything runs, with a
-/// diagnostic on the block.
-#[test]
-fn search_and_quantize_are_refused_before_running() {
-    let dir = language_folder();
-    let recipe = Recipe::read(&dir.path().join("language.opt")).unwrap();
-    let err = recipe.run(&[], Some("tuned"), &common::options(&recipe)).unwrap_err();
-    let text = err.render(80);
-    assert!(text.contains("`search` steps cannot run yet"), "{text}");
-    assert!(text.contains("search tuned"), "the diagnostic quotes the block: {text}");
-    assert!(!dir.path().join("out").exists(), "nothing ran");
+    std::fs::write(dir.path().join("whole.opt"), whole_recipe()).unwrap();
+    let whole = Recipe::read(&dir.path().join("whole.opt")).unwrap();
+    let (_, report) = whole
+        .run(&[], None, &common::options(&whole))
+        .unwrap_or_else(|e| panic!("{}", e.render(80)));
+    assert_eq!(report.tables[0].rows.len(), 4);
+    assert!(dir.path().join("out/digits-int8.safetensors").exists());
 }

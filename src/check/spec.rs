@@ -90,6 +90,11 @@ impl Spec {
                 if let Some(f) = &q.finetune {
                     names.push(f.data.block.as_str());
                 }
+                if let Some(c) = &q.calibration {
+                    if !names.contains(&c.block.as_str()) {
+                        names.push(c.block.as_str());
+                    }
+                }
                 names
             }
             Spec::Eval(e) => {
@@ -448,6 +453,52 @@ pub struct TrainSettings {
     pub stop: Option<Stop>,
 }
 
+impl TrainSettings {
+    /// These settings with the setting at `path` (as a search space names it, such as
+    /// `optimizer.lr` or `schedule.every`) set to `value`. The checker only lets through
+    /// paths and values that fit; anything else leaves the settings as they were.
+    pub fn with(&self, path: &str, value: &Scalar) -> TrainSettings {
+        let mut s = self.clone();
+        let number = match value {
+            Scalar::Float(x) => Some(*x),
+            Scalar::Int(n) => Some(*n as f64),
+            _ => None,
+        };
+        let count = match value {
+            Scalar::Int(n) => usize::try_from(*n).ok(),
+            _ => None,
+        };
+        let (head, arg) = path.split_once('.').unwrap_or((path, ""));
+        match (head, arg) {
+            ("epochs", "") => s.epochs = count.unwrap_or(s.epochs),
+            ("batch", "") => s.batch = count.unwrap_or(s.batch),
+            ("loss", "") => {
+                if let Scalar::Word(w) = value {
+                    s.loss = if w == "mse" { Loss::Mse } else { Loss::CrossEntropy };
+                }
+            }
+            ("optimizer", arg) => s.optimizer.set(arg, value, number),
+            ("schedule", "every") => {
+                if let (Schedule::Step { every, .. }, Some(n)) = (&mut s.schedule, count) {
+                    *every = n;
+                }
+            }
+            ("schedule", "gamma") => {
+                if let (Schedule::Step { gamma, .. }, Some(x)) = (&mut s.schedule, number) {
+                    *gamma = x;
+                }
+            }
+            ("stop", "epochs") => {
+                if let (Some(Stop::Patience { epochs }), Some(n)) = (&mut s.stop, count) {
+                    *epochs = n;
+                }
+            }
+            _ => {}
+        }
+        s
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Optimizer {
     Sgd {
@@ -478,6 +529,46 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
+    /// Set the argument `arg` to `value` (`number` when it is one).
+    fn set(&mut self, arg: &str, value: &Scalar, number: Option<f64>) {
+        let flag = match value {
+            Scalar::Bool(b) => Some(*b),
+            Scalar::Word(w) => Some(w == "true"),
+            _ => None,
+        };
+        match (self, arg) {
+            (Optimizer::Sgd { nesterov, .. }, "nesterov") => *nesterov = flag.unwrap_or(*nesterov),
+            (Optimizer::Sgd { lr, momentum, weight_decay, .. }, arg) => {
+                let slot = match arg {
+                    "lr" => lr,
+                    "momentum" => momentum,
+                    "weight_decay" => weight_decay,
+                    _ => return,
+                };
+                *slot = number.unwrap_or(*slot);
+            }
+            (
+                Optimizer::Adam { lr, beta1, beta2, eps, weight_decay }
+                | Optimizer::AdamW { lr, beta1, beta2, eps, weight_decay },
+                arg,
+            ) => {
+                let slot = match arg {
+                    "lr" => lr,
+                    "beta1" => beta1,
+                    "beta2" => beta2,
+                    "eps" => eps,
+                    "weight_decay" => weight_decay,
+                    _ => return,
+                };
+                *slot = number.unwrap_or(*slot);
+            }
+            (Optimizer::RandomSearch { sigma }, "sigma" | "lr") => {
+                *sigma = number.unwrap_or(*sigma);
+            }
+            _ => {}
+        }
+    }
+
     /// The base learning rate, or the noise scale for `random_search`.
     pub fn lr(&self) -> f64 {
         match *self {
@@ -685,7 +776,7 @@ impl QuantScheme {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Granularity {
     PerTensor,
     PerChannel,

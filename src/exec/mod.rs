@@ -4,8 +4,7 @@
 //! The scheduler owns everything that is not the work of one step: the
 //! device, the per-step random streams, progress display and turning a
 //! step's failure into a diagnostic that points at the block that asked for
-//! it. Before the first step runs it makes sure every step can run, so a
-//! recipe never fails halfway on something that was known at the start.
+//! it.
 
 pub mod progress;
 
@@ -23,6 +22,7 @@ pub use progress::ProgressMode;
 use crate::check::{self, Arch, Checked};
 use crate::data::Dataset;
 use crate::graph::{Graph, Node};
+use crate::nn::quant::QuantMap;
 use crate::nn::Weights;
 use crate::span::Span;
 use crate::steps;
@@ -49,6 +49,36 @@ pub struct WeightsArtifact {
     pub step_hash: String,
     /// That step's metrics, e.g. the final validation accuracy.
     pub metrics: BTreeMap<String, f64>,
+    /// The quantized form of the tensors that have one; `tensors` then holds the values it
+    /// stands for.
+    pub quant: QuantMap,
+    /// What the step has to say about the weights beyond numbers, one line each (for example
+    /// which layers a quantization kept in float); the command line prints them.
+    pub notes: Vec<String>,
+    /// Files the step wrote besides the weights (a search's trial table), relative to the
+    /// recipe's folder.
+    pub written: Vec<PathBuf>,
+}
+
+impl WeightsArtifact {
+    /// Weights with no quantized form and nothing to note.
+    pub fn plain(
+        arch: Option<Arch>,
+        tensors: Weights,
+        node: &Node,
+        metrics: BTreeMap<String, f64>,
+    ) -> Self {
+        WeightsArtifact {
+            arch,
+            tensors,
+            made_by: node.name.clone(),
+            step_hash: node.hash.clone(),
+            metrics,
+            quant: QuantMap::new(),
+            notes: Vec::new(),
+            written: Vec::new(),
+        }
+    }
 }
 
 /// How to run.
@@ -59,6 +89,8 @@ pub struct RunOptions {
     /// The recipe's folder: relative paths start here.
     pub base_dir: PathBuf,
     pub progress: ProgressMode,
+    /// How many trials of a search train side by side.
+    pub jobs: usize,
 }
 
 /// What a run produced.
@@ -70,6 +102,8 @@ pub struct RunReport {
     pub written: Vec<PathBuf>,
     /// Eval tables, in run order.
     pub tables: Vec<Arc<steps::eval::Table>>,
+    /// The notes of steps that made weights, by step, in run order.
+    pub notes: Vec<(String, Vec<String>)>,
 }
 
 /// What every step may use besides its inputs.
@@ -85,6 +119,8 @@ pub struct Context<'a> {
     pub recipe_hash: &'a str,
     pub recipe_name: &'a str,
     pub progress: ProgressMode,
+    /// How many trials of a search train side by side.
+    pub jobs: usize,
 }
 
 /// A step's outputs so far, by block name.
@@ -118,21 +154,6 @@ impl Inputs<'_> {
 /// A step failed, or cannot run at all.
 #[derive(Debug, Error, Diagnostic)]
 pub enum RunError {
-    #[error("{reason}")]
-    #[diagnostic(
-        code(recipe::run::not_runnable),
-        help(
-            "this version checks such steps but cannot run them; run the steps this one does \
-              not need with `--only NAME`"
-        )
-    )]
-    NotRunnable {
-        #[label("cannot run `{name}`")]
-        span: Span,
-        reason: String,
-        name: String,
-    },
-
     #[error("step `{name}` failed: {message}")]
     #[diagnostic(code(recipe::run::step_failed), help("{help}"))]
     Step {
@@ -206,18 +227,6 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
     let blocks: BTreeMap<&str, &check::Block> =
         checked.blocks.iter().map(|b| (b.name.as_str(), b)).collect();
 
-    // Refuse up front what cannot run, rather than after an hour of training.
-    for node in &graph.nodes {
-        let block = blocks[node.name.as_str()];
-        if let Some(reason) = steps::unsupported(&block.spec) {
-            return Err(RunError::NotRunnable {
-                span: block.span,
-                reason,
-                name: node.name.clone(),
-            });
-        }
-    }
-
     let dev = device(options.device.unwrap_or(checked.settings.device))?;
     let recipe_hash = recipe_hash(checked);
     let mut report = RunReport::default();
@@ -233,6 +242,7 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
             recipe_hash: &recipe_hash,
             recipe_name: &checked.settings.name,
             progress: options.progress,
+            jobs: options.jobs,
         };
         let started = Instant::now();
         let inputs = Inputs { outputs: &report.outputs };
@@ -248,6 +258,12 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
             Artifact::Metrics(table) => {
                 report.written.extend(table.path.iter().cloned());
                 report.tables.push(table.clone());
+            }
+            Artifact::Weights(w) => {
+                report.written.extend(w.written.iter().cloned());
+                if !w.notes.is_empty() {
+                    report.notes.push((node.name.clone(), w.notes.clone()));
+                }
             }
             _ => {}
         }

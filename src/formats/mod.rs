@@ -4,7 +4,9 @@
 //! [`safetensors`] reads and writes weight files; [`write_atomic`] is the
 //! crash-safe way every output file of a run (weights, reports) is written.
 
+pub mod gguf;
 pub mod inspect;
+pub mod quant;
 pub mod safetensors;
 pub mod sparse;
 

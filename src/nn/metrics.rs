@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{bail, DType, Result, Tensor, D};
 
-use super::model::forward;
+use super::model::{forward_with, QMatMuls};
 use super::Weights;
 use crate::check::spec::{Arch, Loss};
 
@@ -65,6 +65,20 @@ pub fn score(
     loss_kind: Loss,
     classes: usize,
 ) -> Result<Scores> {
+    score_with(arch, weights, &QMatMuls::new(), xs, ys, loss_kind, classes)
+}
+
+/// [`score`], with linear layers running on the quantized kernels in `qmm` (see
+/// [`forward_with`]).
+pub fn score_with(
+    arch: &Arch,
+    weights: &Weights,
+    qmm: &QMatMuls,
+    xs: &Tensor,
+    ys: &Tensor,
+    loss_kind: Loss,
+    classes: usize,
+) -> Result<Scores> {
     let n = xs.dim(0)?;
     if n == 0 {
         bail!("cannot score an empty split");
@@ -78,7 +92,7 @@ pub fn score(
     for start in (0..n).step_by(SCORE_BATCH) {
         let b_sz = SCORE_BATCH.min(n - start);
         let (batch_xs, batch_ys) = (xs.narrow(0, start, b_sz)?, ys.narrow(0, start, b_sz)?);
-        let out = forward(arch, weights, &batch_xs, None)?;
+        let out = forward_with(arch, weights, qmm, &batch_xs, None)?;
         let batch_loss = loss(loss_kind, &out, &batch_ys)?.to_dtype(DType::F64)?;
         loss_sum += batch_loss.to_scalar::<f64>()? * b_sz as f64;
         let hits = out.argmax(D::Minus1)?.eq(&batch_ys)?.to_dtype(DType::F64)?.sum_all()?;
@@ -90,9 +104,11 @@ pub fn score(
 /// The median wall time of `repeats` forward passes of one sample, after a few warm-up
 /// passes. `sample` is one sample (`[..arch.input]`) or a batch of one; `repeats` of zero
 /// counts as one. The device is synchronised after each pass, so GPU time is counted in full.
+/// Linear layers with an entry in `qmm` run on that quantized kernel.
 pub fn latency(
     arch: &Arch,
     weights: &Weights,
+    qmm: &QMatMuls,
     sample: &Tensor,
     repeats: usize,
 ) -> Result<Duration> {
@@ -105,13 +121,13 @@ pub fn latency(
     };
     let dev = xs.device();
     for _ in 0..WARM_UP {
-        forward(arch, weights, &xs, None)?;
+        forward_with(arch, weights, qmm, &xs, None)?;
         dev.synchronize()?;
     }
     let mut times = Vec::with_capacity(repeats.max(1));
     for _ in 0..repeats.max(1) {
         let start = Instant::now();
-        forward(arch, weights, &xs, None)?;
+        forward_with(arch, weights, qmm, &xs, None)?;
         dev.synchronize()?;
         times.push(start.elapsed());
     }
@@ -123,7 +139,7 @@ pub fn latency(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::model::{init, tests::mlp};
+    use crate::nn::model::{forward, init, tests::mlp};
     use crate::rng::Rng;
     use candle_core::Device;
 
@@ -169,9 +185,16 @@ mod tests {
         let arch = mlp(4, 8, 3);
         let ws = init(&arch, &mut Rng::new(0, "init"), &dev)?;
         let sample = Tensor::zeros(4, DType::F32, &dev)?;
-        let took = latency(&arch, &ws, &sample, 5)?;
+        let took = latency(&arch, &ws, &QMatMuls::new(), &sample, 5)?;
         assert!(took < Duration::from_secs(1), "{took:?}");
-        assert!(latency(&arch, &ws, &Tensor::zeros((2, 4), DType::F32, &dev)?, 5).is_err());
+        assert!(latency(
+            &arch,
+            &ws,
+            &QMatMuls::new(),
+            &Tensor::zeros((2, 4), DType::F32, &dev)?,
+            5
+        )
+        .is_err());
         Ok(())
     }
 }

@@ -17,10 +17,11 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod prune;
+pub mod quant;
 pub mod train;
 
 pub use metrics::{latency, score, Scores};
-pub use model::{forward, init};
+pub use model::{forward, forward_with, init, QMatMuls};
 pub use train::{fit, EpochStats, FitOutcome, Progress, TrainData, TrainError};
 
 /// Weights keyed by their PyTorch names (`0.weight`, `0.bias`), as f32 tensors.

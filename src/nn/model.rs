@@ -5,7 +5,10 @@
 //! two unchanged: a linear weight is `[out, in]` and applies to the last dimension, a
 //! convolution weight is `[out, in, kh, kw]`, and `maxpool(k)` uses a stride of `k`.
 
-use candle_core::{bail, DType, Device, Result, Tensor};
+use std::collections::BTreeMap;
+
+use candle_core::quantized::QMatMul;
+use candle_core::{bail, DType, Device, Module, Result, Tensor};
 
 use super::Weights;
 use crate::check::spec::{Arch, Layer};
@@ -60,14 +63,32 @@ pub fn forward(
     arch: &Arch,
     weights: &Weights,
     xs: &Tensor,
+    dropout: Option<&mut Rng>,
+) -> Result<Tensor> {
+    forward_with(arch, weights, &QMatMuls::new(), xs, dropout)
+}
+
+/// Quantized matrix multiplications that stand in for linear layers' weights, by weight name.
+pub type QMatMuls = BTreeMap<String, QMatMul>;
+
+/// [`forward`], with every linear layer whose weight has an entry in `qmm` multiplying
+/// through that quantized kernel instead of its f32 weight (its bias stays f32).
+pub fn forward_with(
+    arch: &Arch,
+    weights: &Weights,
+    qmm: &QMatMuls,
+    xs: &Tensor,
     mut dropout: Option<&mut Rng>,
 ) -> Result<Tensor> {
     let mut xs = xs.clone();
     for (idx, layer) in arch.layers.iter().enumerate() {
         xs = match layer {
             Layer::Linear { .. } => {
-                let (w, b) = (param(weights, idx, "weight")?, param(weights, idx, "bias")?);
-                linear(&xs, w, b)?
+                let b = param(weights, idx, "bias")?;
+                match qmm.get(&format!("{idx}.weight")) {
+                    Some(q) => quantized_linear(&xs, q, b)?,
+                    None => linear(&xs, param(weights, idx, "weight")?, b)?,
+                }
             }
             Layer::Conv2d { out, stride, padding, .. } => {
                 let (w, b) = (param(weights, idx, "weight")?, param(weights, idx, "bias")?);
@@ -102,6 +123,18 @@ fn param<'a>(weights: &'a Weights, idx: usize, kind: &str) -> Result<&'a Tensor>
         Some(t) => Ok(t),
         None => bail!("weight `{name}` is missing"),
     }
+}
+
+/// [`linear`] through a quantized weight.
+fn quantized_linear(xs: &Tensor, w: &QMatMul, b: &Tensor) -> Result<Tensor> {
+    let dims = xs.dims().to_vec();
+    let in_dim = *dims.last().unwrap_or(&0);
+    let ys = w.forward(&xs.reshape(((), in_dim))?.contiguous()?)?.broadcast_add(b)?;
+    let mut out_dims = dims;
+    if let Some(last) = out_dims.last_mut() {
+        *last = b.dim(0)?;
+    }
+    ys.reshape(out_dims)
 }
 
 /// `xs @ w.t() + b` over the last dimension of `xs`, whatever its rank.

@@ -21,12 +21,15 @@
 //!
 //! A loss that becomes NaN or infinite ends training at once with [`TrainError::NonFinite`].
 
+use std::collections::BTreeMap;
+
 use candle_core::{DType, Tensor, Var};
 use tracing::{debug, trace};
 
 use super::metrics::{check_labels, loss, score};
 use super::model::{arch_weights, forward};
 use super::optim;
+use super::quant::{fake_quantize, Scheme};
 use super::Weights;
 use crate::check::spec::{Arch, Loss, Schedule, Stop, TrainSettings};
 use crate::rng::Rng;
@@ -141,24 +144,38 @@ pub fn fit(
     rng: &mut Rng,
     progress: &dyn Progress,
 ) -> Result<FitOutcome, TrainError> {
-    fit_masked(arch, init, settings, data, rng, progress, &Weights::new())
+    fit_constrained(arch, init, settings, data, rng, progress, &Constraints::default())
 }
 
-/// [`fit`], with the weights named in `masks` multiplied by their mask (0 or 1 per entry, same
-/// shape) after every update, so that pruned weights stay exactly zero while the rest train.
+/// What training must respect besides the loss.
+#[derive(Debug, Clone, Default)]
+pub struct Constraints {
+    /// Weights multiplied by their mask (0 or 1 per entry, same shape) after every update, so
+    /// that pruned weights stay exactly zero while the rest train.
+    pub masks: Weights,
+    /// Weights the forward pass sees fake-quantized: quantized and dequantized with their
+    /// scheme, while the gradient flows straight through to the float weights underneath
+    /// (the straight-through estimator of quantization-aware training).
+    pub fake_quant: BTreeMap<String, Scheme>,
+}
+
+/// [`fit`] under `constraints`.
 ///
 /// Masking the weights after the step rather than the gradient before it also covers what a
 /// gradient mask would miss: momentum and weight decay, which move a weight whose gradient is
-/// zero, and the noise of `random_search`.
-pub fn fit_masked(
+/// zero, and the noise of `random_search`. Fake quantization applies to the gradient
+/// optimizers and to validation scores; `random_search` perturbs and scores float weights.
+pub fn fit_constrained(
     arch: &Arch,
     init: &Weights,
     settings: &TrainSettings,
     data: &TrainData,
     rng: &mut Rng,
     progress: &dyn Progress,
-    masks: &Weights,
+    constraints: &Constraints,
 ) -> Result<FitOutcome, TrainError> {
+    let masks = &constraints.masks;
+    let fake = &constraints.fake_quant;
     // Check what would otherwise fail deep inside a batch, or panic in `chunks`.
     let train_x = data.train_x.to_dtype(DType::F32)?;
     let train_y = data.train_y.to_dtype(DType::U32)?;
@@ -234,10 +251,7 @@ pub fn fit_masked(
             let ys = train_y.index_select(&idx, 0)?;
             let batch_loss = match opt.as_mut() {
                 Some(opt) => {
-                    let view: Weights = vars
-                        .iter()
-                        .map(|(name, v)| (name.clone(), v.as_tensor().clone()))
-                        .collect();
+                    let view = quantized_view(&vars, fake)?;
                     let out = forward(arch, &view, &xs, Some(&mut dropout_rng))?;
                     let batch_loss = loss(settings.loss, &out, &ys)?;
                     let value = scalar(&batch_loss)?;
@@ -273,7 +287,8 @@ pub fn fit_masked(
         // Score the validation split with the weights as they are now.
         let (mut val_loss, mut val_accuracy) = (None, None);
         if let Some((val_x, val_y)) = &val {
-            let scores = score(arch, &snapshot(&vars)?, val_x, val_y, settings.loss, data.classes)?;
+            let now = quantized_view(&vars, fake)?;
+            let scores = score(arch, &now, val_x, val_y, settings.loss, data.classes)?;
             if !scores.loss.is_finite() {
                 return Err(TrainError::NonFinite { epoch, value: scores.loss });
             }
@@ -359,6 +374,25 @@ fn search_step(
 }
 
 /// Detached copies of the variables, safe to keep while the variables go on changing.
+/// The variables as the forward pass sees them: fake-quantized where `fake` names a scheme,
+/// with the difference to the float weight detached, so that the gradient of the quantized
+/// value is taken as the gradient of the float one.
+fn quantized_view(
+    vars: &[(String, Var)],
+    fake: &BTreeMap<String, Scheme>,
+) -> candle_core::Result<Weights> {
+    let mut view = Weights::new();
+    for (name, var) in vars {
+        let w = var.as_tensor();
+        let seen = match fake.get(name) {
+            Some(scheme) => w.add(&fake_quantize(w, *scheme)?.sub(w)?.detach())?,
+            None => w.clone(),
+        };
+        view.insert(name.clone(), seen);
+    }
+    Ok(view)
+}
+
 fn snapshot(vars: &[(String, Var)]) -> candle_core::Result<Weights> {
     vars.iter().map(|(name, v)| Ok((name.clone(), v.as_detached_tensor().copy()?))).collect()
 }

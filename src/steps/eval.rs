@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::check::{EvalSpec, Loss, Metric, SaveFormat};
 use crate::exec::{Artifact, Context, Inputs, StepError, WeightsArtifact};
-use crate::formats::safetensors::to_bytes;
-use crate::nn::metrics::{latency, score};
+use crate::nn::metrics::{latency, score_with};
+use crate::nn::quant::{matmuls, Quantized};
 
 /// How many single-sample forward passes the latency median is taken over.
 const LATENCY_REPEATS: usize = 50;
@@ -27,6 +27,8 @@ pub struct Table {
     pub rows: Vec<(String, BTreeMap<Metric, f64>)>,
     /// Where the JSON copy was written, relative to the recipe folder.
     pub path: Option<PathBuf>,
+    /// How quantized rows were run, one line each, printed under the table.
+    pub notes: Vec<String>,
 }
 
 impl Table {
@@ -52,6 +54,9 @@ impl Table {
                 .map(|(i, (c, w))| if i == 0 { format!("{c:<w$}") } else { format!("{c:>w$}") })
                 .collect();
             let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "  {note}");
         }
         out
     }
@@ -122,10 +127,12 @@ pub fn run(spec: &EvalSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, 
     let (xs, ys) = part.tensors(&dataset.features, ctx.dev)?;
 
     let mut rows = Vec::with_capacity(spec.models.len());
+    let mut notes = Vec::new();
     for (name, format) in spec.models.iter().zip(&spec.formats) {
         let weights = inputs.weights(name);
         let values = measure(spec, weights, *format, &xs, &ys, dataset.classes)?;
         rows.push((name.clone(), values));
+        notes.extend(quantized_note(name, weights));
     }
     let table = Table {
         name: ctx.node.name.clone(),
@@ -134,6 +141,7 @@ pub fn run(spec: &EvalSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, 
         metrics: spec.metrics.clone(),
         rows,
         path: spec.path.clone(),
+        notes,
     };
     if let Some(path) = &spec.path {
         let full = ctx.base_dir.join(path);
@@ -156,12 +164,13 @@ fn measure(
     classes: usize,
 ) -> Result<BTreeMap<Metric, f64>, StepError> {
     let mut values = BTreeMap::new();
+    let qmm = &matmuls(&weights.quant)?;
     let needs_scores = spec.metrics.iter().any(|m| matches!(m, Metric::Accuracy | Metric::Loss));
     if needs_scores {
         let arch = weights.arch.as_ref().expect("the checker requires an architecture");
         // The loss reported is cross-entropy whatever the training loss was,
         // so that rows trained differently stay comparable.
-        let scores = score(arch, &weights.tensors, xs, ys, Loss::CrossEntropy, classes)?;
+        let scores = score_with(arch, &weights.tensors, qmm, xs, ys, Loss::CrossEntropy, classes)?;
         values.insert(Metric::Accuracy, scores.accuracy);
         values.insert(Metric::Loss, scores.loss);
     }
@@ -176,7 +185,7 @@ fn measure(
             Metric::Latency => {
                 let arch = weights.arch.as_ref().expect("the checker requires an architecture");
                 let sample = xs.narrow(0, 0, 1.min(xs.dim(0)?))?;
-                let t = latency(arch, &weights.tensors, &sample, LATENCY_REPEATS)?;
+                let t = latency(arch, &weights.tensors, qmm, &sample, LATENCY_REPEATS)?;
                 values.insert(*m, t.as_secs_f64() * 1e3);
             }
             Metric::Accuracy | Metric::Loss => {}
@@ -185,13 +194,25 @@ fn measure(
     Ok(values)
 }
 
-/// The bytes of the weights written as a safetensors file in `format`,
-/// without the metadata that says where they came from.
+/// The bytes of the file the weights are saved as in `format`, without the metadata that
+/// says where they came from.
 fn saved_size(weights: &WeightsArtifact, format: SaveFormat) -> Result<usize, StepError> {
-    let (raw, index) = crate::steps::save::raw_tensors(weights, format)?;
-    let meta: BTreeMap<String, String> =
-        index.map(|i| (crate::formats::sparse::METADATA_KEY.to_string(), i)).into_iter().collect();
-    Ok(to_bytes(&raw, &meta).len())
+    Ok(crate::steps::save::file_bytes(weights, format, BTreeMap::new())?.len())
+}
+
+/// How the weights of `name` run, when they are quantized.
+fn quantized_note(name: &str, weights: &WeightsArtifact) -> Option<String> {
+    let q = weights.quant.values().next()?;
+    let float = weights.tensors.keys().filter(|k| !weights.quant.contains_key(*k)).count();
+    let how = match q {
+        Quantized::Int(_) => "run dequantized to f32",
+        Quantized::Ggml { .. } => {
+            "linear layers run on candle's quantized matmul, convolutions dequantized"
+        }
+    };
+    let scheme = q.describe();
+    let n = weights.quant.len();
+    Some(format!("`{name}`: {n} tensors in {scheme} ({how}), {float} in f32"))
 }
 
 /// The share of zeros among the entries of weight matrices and filters

@@ -1,4 +1,4 @@
-//! The `load` step: weights from a safetensors file.
+//! The `load` step: weights from a safetensors file, dense, sparse or integer-quantized.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,14 +8,26 @@ use candle_core::DType;
 
 use crate::check::LoadSpec;
 use crate::exec::{Artifact, Context, StepError, WeightsArtifact};
+use crate::nn::quant::{QuantMap, Quantized};
 
 pub fn run(spec: &LoadSpec, ctx: &Context) -> Result<Artifact, StepError> {
     let full = ctx.base_dir.join(&spec.path);
     let (raw, metadata) = crate::formats::safetensors::read(&full)
         .map_err(|e| StepError::new(e.with_path(&spec.path).to_string(), help(&spec.path)))?;
-    let raw = crate::formats::sparse::decode(raw, &metadata)
-        .map_err(|e| StepError::new(format!("`{}`: {e}", spec.path.display()), help(&spec.path)))?;
+    let damaged =
+        |e: String| StepError::new(format!("`{}`: {e}", spec.path.display()), help(&spec.path));
+    let (raw, ints) =
+        crate::formats::quant::decode(raw, &metadata).map_err(|e| damaged(e.to_string()))?;
+    let raw = crate::formats::sparse::decode(raw, &metadata).map_err(|e| damaged(e.to_string()))?;
     let mut tensors = BTreeMap::new();
+    let mut quant = QuantMap::new();
+    // Integer tensors run as the values they stand for, and keep their quantized form so that
+    // saving them again writes the same integers.
+    for (name, q) in ints {
+        let q = Quantized::Int(q);
+        tensors.insert(name.clone(), q.dequantize(ctx.dev)?);
+        quant.insert(name, q);
+    }
     for (name, t) in raw {
         let mut tensor = t.to_tensor(ctx.dev)?;
         // A model runs in f32; without one the tensors pass through as
@@ -29,13 +41,9 @@ pub fn run(spec: &LoadSpec, ctx: &Context) -> Result<Artifact, StepError> {
     // them; keep them so a loaded model can be traced.
     let metrics: BTreeMap<String, f64> =
         metadata.get("metrics").and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default();
-    Ok(Artifact::Weights(Arc::new(WeightsArtifact {
-        arch: spec.arch.clone(),
-        tensors,
-        made_by: ctx.node.name.clone(),
-        step_hash: ctx.node.hash.clone(),
-        metrics,
-    })))
+    let mut weights = WeightsArtifact::plain(spec.arch.clone(), tensors, ctx.node, metrics);
+    weights.quant = quant;
+    Ok(Artifact::Weights(Arc::new(weights)))
 }
 
 fn help(path: &Path) -> String {

@@ -9,21 +9,16 @@ pub mod eval;
 pub mod load;
 pub mod model;
 pub mod prune;
+pub mod quantize;
 pub mod save;
+pub mod search;
 pub mod train;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::check::Spec;
 use crate::exec::{Artifact, Context, Inputs, StepError};
-
-/// What keeps this version from running a step, if anything.
-pub fn unsupported(spec: &Spec) -> Option<String> {
-    match spec {
-        Spec::Search(_) | Spec::Quantize(_) => {
-            Some(format!("`{}` steps cannot run yet", spec.kind()))
-        }
-        _ => None,
-    }
-}
+use crate::nn::Weights;
 
 /// Run one step.
 pub fn run(spec: &Spec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
@@ -35,8 +30,28 @@ pub fn run(spec: &Spec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, Step
         Spec::Eval(s) => eval::run(s, inputs, ctx),
         Spec::Save(s) => save::run(s, inputs, ctx),
         Spec::Prune(s) => prune::run(s, inputs, ctx),
-        Spec::Search(_) | Spec::Quantize(_) => {
-            unreachable!("the scheduler refuses steps that cannot run before starting")
-        }
+        Spec::Quantize(s) => quantize::run(s, inputs, ctx),
+        Spec::Search(s) => search::run(s, inputs, ctx),
     }
+}
+
+/// The names of the tensors a `prune` or `quantize` step works on: matched by `targets`, not
+/// by `ignore`, and of rank 2 or more (biases and other vectors are never touched).
+pub(crate) fn selected(weights: &Weights, targets: &[String], ignore: &[String]) -> Vec<String> {
+    let set = |globs: &[String]| -> GlobSet {
+        let mut b = GlobSetBuilder::new();
+        for g in globs {
+            // The checker compiled every glob already.
+            if let Ok(glob) = Glob::new(g) {
+                b.add(glob);
+            }
+        }
+        b.build().unwrap_or_else(|_| GlobSet::empty())
+    };
+    let (targets, ignore) = (set(targets), set(ignore));
+    weights
+        .iter()
+        .filter(|(name, t)| targets.is_match(name) && !ignore.is_match(name) && t.rank() >= 2)
+        .map(|(name, _)| name.clone())
+        .collect()
 }

@@ -11,14 +11,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
-use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::check::{Arch, Finetune, Pattern, PruneAmount, PruneSpec, Scope};
-use crate::exec::progress::EpochProgress;
+use crate::check::{Arch, Pattern, PruneAmount, PruneSpec, Scope};
 use crate::exec::{Artifact, Context, Inputs, StepError, WeightsArtifact};
-use crate::nn::train::{fit_masked, TrainData};
+use crate::nn::train::Constraints;
 use crate::nn::{channels, prune, Weights};
 use crate::rng::Rng;
+use crate::steps::train::retrain;
 
 pub fn run(spec: &PruneSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
     let from = inputs.weights(&spec.from);
@@ -27,7 +26,7 @@ pub fn run(spec: &PruneSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact,
         weights.insert(name.clone(), t.to_device(ctx.dev)?);
     }
     let mut arch = from.arch.clone();
-    let targets = selected(spec, &weights);
+    let targets = super::selected(&weights, &spec.targets, &spec.ignore);
     let mut rng = Rng::new(ctx.seed, "prune");
     let mut metrics = BTreeMap::new();
 
@@ -86,7 +85,9 @@ pub fn run(spec: &PruneSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact,
             } else {
                 masks_of(&weights, &targets)?
             };
-            let outcome = retrain(a, &weights, &masks, finetune, inputs, ctx, &label, &mut rng)?;
+            let constraints = Constraints { masks, ..Constraints::default() };
+            let outcome =
+                retrain(a, &weights, &constraints, finetune, inputs, ctx, &label, &mut rng)?;
             for (k, v) in outcome.1 {
                 metrics.insert(k, v);
             }
@@ -100,35 +101,7 @@ pub fn run(spec: &PruneSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact,
         let params: usize = a.params().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
         metrics.insert("parameters".to_string(), params as f64);
     }
-    Ok(Artifact::Weights(Arc::new(WeightsArtifact {
-        arch,
-        tensors: weights,
-        made_by: ctx.node.name.clone(),
-        step_hash: ctx.node.hash.clone(),
-        metrics,
-    })))
-}
-
-/// The names of the tensors to prune: matched by `targets`, not by
-/// `ignore`, and of rank 2 or more (biases and other vectors are never
-/// pruned).
-fn selected(spec: &PruneSpec, weights: &Weights) -> Vec<String> {
-    let set = |globs: &[String]| -> GlobSet {
-        let mut b = GlobSetBuilder::new();
-        for g in globs {
-            // The checker compiled every glob already.
-            if let Ok(glob) = Glob::new(g) {
-                b.add(glob);
-            }
-        }
-        b.build().unwrap_or_else(|_| GlobSet::empty())
-    };
-    let (targets, ignore) = (set(&spec.targets), set(&spec.ignore));
-    weights
-        .iter()
-        .filter(|(name, t)| targets.is_match(name) && !ignore.is_match(name) && t.rank() >= 2)
-        .map(|(name, _)| name.clone())
-        .collect()
+    Ok(Artifact::Weights(Arc::new(WeightsArtifact::plain(arch, weights, ctx.node, metrics))))
 }
 
 /// The layer positions of `NAME.weight` tensors among `names`.
@@ -206,70 +179,4 @@ fn sparsity(weights: &Weights, targets: &[String]) -> Result<f64, StepError> {
         total += values.len();
     }
     Ok(if total == 0 { 0.0 } else { zeros as f64 / total as f64 })
-}
-
-/// One round of retraining with the pruned weights held at zero.
-#[allow(clippy::too_many_arguments)]
-fn retrain(
-    arch: &Arch,
-    weights: &Weights,
-    masks: &Weights,
-    finetune: &Finetune,
-    inputs: &Inputs,
-    ctx: &Context,
-    label: &str,
-    rng: &mut Rng,
-) -> Result<(Weights, BTreeMap<String, f64>), StepError> {
-    let dataset = inputs.dataset(&finetune.data.block);
-    let part = dataset.part(finetune.data.split);
-    let (train_x, train_y) = part.tensors(&dataset.features, ctx.dev)?;
-    let val = if finetune.data.split == crate::check::Split::Train && dataset.val.n > 0 {
-        Some(dataset.val.tensors(&dataset.features, ctx.dev)?)
-    } else {
-        None
-    };
-    let data = TrainData {
-        train_x: &train_x,
-        train_y: &train_y,
-        val: val.as_ref().map(|(x, y)| (x, y)),
-        classes: dataset.classes,
-    };
-    let progress = EpochProgress::new(ctx.progress, label, finetune.settings.epochs);
-    let outcome = fit_masked(
-        arch,
-        weights,
-        &finetune.settings,
-        &data,
-        &mut rng.fork(label),
-        &progress,
-        masks,
-    );
-    progress.finish();
-    let outcome = outcome.map_err(super::train::train_error)?;
-
-    // Tensors the architecture does not train pass through unchanged.
-    let mut out = weights.clone();
-    out.extend(outcome.weights);
-
-    // Pruned weights must come out of retraining exactly zero; a mask
-    // that leaked would silently undo the pruning.
-    for (name, mask) in masks {
-        let leaked = out[name].mul(&mask.affine(-1.0, 1.0)?)?.ne(0f64)?;
-        let count = leaked.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
-        if count > 0.0 {
-            return Err(StepError::new(
-                format!("retraining revived {count} pruned weights of `{name}`"),
-                "this is a bug in recipe; please report it with the recipe",
-            ));
-        }
-    }
-    let mut metrics = BTreeMap::new();
-    if let Some(best) = outcome.history.get(outcome.best_epoch.saturating_sub(1)) {
-        metrics.insert("train_loss".to_string(), best.train_loss);
-        if let (Some(loss), Some(acc)) = (best.val_loss, best.val_accuracy) {
-            metrics.insert("val_loss".to_string(), loss);
-            metrics.insert("val_accuracy".to_string(), acc);
-        }
-    }
-    Ok((out, metrics))
 }

@@ -1,45 +1,95 @@
-//! The `save` step: weights to a safetensors file whose metadata traces
-//! them to the recipe and step that made them.
+//! The `save` step: weights to a safetensors or GGUF file whose metadata traces them to the
+//! recipe and step that made them.
+//!
+//! Which file a weights artifact becomes follows from its quantization: weights quantized to a
+//! GGML format are written as GGUF (the checker makes sure the path says `.gguf`); all others
+//! as safetensors, integer-quantized tensors in the layout of [`crate::formats::quant`] and,
+//! with `format = sparse`, float tensors in the layout of [`crate::formats::sparse`].
 
 use std::collections::BTreeMap;
 
 use crate::check::{SaveFormat, SaveSpec};
 use crate::exec::{Artifact, Context, Inputs, StepError, WeightsArtifact};
-use crate::formats::safetensors::{write, RawTensor};
-use crate::formats::sparse;
+use crate::formats::safetensors::{to_bytes, RawTensor};
+use crate::formats::{gguf, quant, sparse};
 use crate::graph::PROGRAM_VERSION;
+use crate::nn::quant::Quantized;
 
 pub fn run(spec: &SaveSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
     let weights = inputs.weights(&spec.from);
-    let (raw, mut meta) = (raw_tensors(weights, spec.format)?, metadata(weights, ctx));
-    if let Some(index) = raw.1 {
-        meta.insert(sparse::METADATA_KEY.to_string(), index);
-    }
+    let bytes = file_bytes(weights, spec.format, metadata(weights, ctx))?;
     let full = ctx.base_dir.join(&spec.path);
-    write(&full, &raw.0, &meta).map_err(|e| {
-        StepError::new(e.with_path(&spec.path).to_string(), "check that the folder can be written")
+    crate::formats::write_atomic(&full, &bytes).map_err(|e| {
+        StepError::new(
+            format!("cannot write `{}`: {e}", spec.path.display()),
+            "check that the folder can be written",
+        )
     })?;
-    tracing::info!(path = %spec.path.display(), "saved");
+    tracing::info!(path = %spec.path.display(), bytes = bytes.len(), "saved");
     Ok(Artifact::File(spec.path.clone()))
 }
 
-/// The tensors as they are written in `format`, and for the sparse format
-/// the index of sparse tensors for the metadata.
-pub fn raw_tensors(
+/// The bytes of the file the weights are saved as, in `format`, with `meta` in its metadata.
+pub fn file_bytes(
     weights: &WeightsArtifact,
     format: SaveFormat,
-) -> Result<(BTreeMap<String, RawTensor>, Option<String>), StepError> {
-    let mut raw = BTreeMap::new();
-    for (name, t) in &weights.tensors {
-        raw.insert(name.clone(), RawTensor::from_tensor(t)?);
-    }
-    Ok(match format {
-        SaveFormat::Dense => (raw, None),
-        SaveFormat::Sparse => {
-            let (stored, index) = sparse::encode(&raw);
-            (stored, Some(index))
+    mut meta: BTreeMap<String, String>,
+) -> Result<Vec<u8>, StepError> {
+    let ggml = weights.quant.values().any(|q| matches!(q, Quantized::Ggml { .. }));
+    if ggml {
+        let mut entries = BTreeMap::new();
+        for (name, t) in &weights.tensors {
+            let entry = match weights.quant.get(name) {
+                Some(Quantized::Ggml { tensor, shape, .. }) => {
+                    gguf::Entry::Quantized { tensor, shape }
+                }
+                _ => gguf::Entry::Float(t),
+            };
+            entries.insert(name.clone(), entry);
         }
-    })
+        // GGUF readers group keys by a dotted prefix; ours go under `recipe.`, and the name
+        // under the conventional `general.name`.
+        let mut gguf_meta: BTreeMap<String, String> = meta
+            .into_iter()
+            .filter(|(k, _)| k != "format")
+            .map(|(k, v)| (format!("recipe.{k}"), v))
+            .collect();
+        if let Some(name) = gguf_meta.get("recipe.recipe").cloned() {
+            gguf_meta.insert("general.name".to_string(), name);
+        }
+        return gguf::to_bytes(&entries, &gguf_meta)
+            .map_err(|e| StepError::new(e.to_string(), "this is a bug in recipe"));
+    }
+
+    // Float tensors, sparse if asked; then the integer tensors beside them.
+    let mut raw = BTreeMap::new();
+    let mut ints = BTreeMap::new();
+    for (name, t) in &weights.tensors {
+        match weights.quant.get(name) {
+            Some(Quantized::Int(q)) => {
+                ints.insert(name.clone(), q.clone());
+            }
+            _ => {
+                raw.insert(name.clone(), RawTensor::from_tensor(t)?);
+            }
+        }
+    }
+    if format == SaveFormat::Sparse {
+        let (stored, index) = sparse::encode(&raw);
+        raw = stored;
+        meta.insert(sparse::METADATA_KEY.to_string(), index);
+    }
+    if !ints.is_empty() {
+        let (stored, index) = quant::encode(&ints);
+        raw.extend(stored);
+        meta.insert(quant::METADATA_KEY.to_string(), index);
+    }
+    for (name, t) in &raw {
+        t.check().map_err(|detail| {
+            StepError::new(format!("tensor `{name}`: {detail}"), "this is a bug in recipe")
+        })?;
+    }
+    Ok(to_bytes(&raw, &meta))
 }
 
 /// What a saved file says about where it came from. Every value is

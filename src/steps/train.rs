@@ -3,15 +3,35 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::check::{Init, TrainSpec};
+use candle_core::DType;
+
+use crate::check::{Arch, Finetune, Init, TrainSpec};
 use crate::exec::progress::EpochProgress;
 use crate::exec::{Artifact, Context, Inputs, StepError, WeightsArtifact};
 use crate::nn::metrics::score;
-use crate::nn::train::{fit, TrainData, TrainError};
+use crate::nn::train::{fit, fit_constrained, Constraints, Progress, TrainData, TrainError};
+use crate::nn::Weights;
 use crate::rng::Rng;
 
 pub fn run(spec: &TrainSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
-    let mut rng = Rng::new(ctx.seed, "train");
+    let progress = EpochProgress::new(ctx.progress, &ctx.node.name, spec.settings.epochs);
+    let trained = train(spec, inputs, ctx, Rng::new(ctx.seed, "train"), &progress);
+    progress.finish();
+    let (weights, metrics) = trained?;
+    let arch = Some(spec.arch.clone());
+    Ok(Artifact::Weights(Arc::new(WeightsArtifact::plain(arch, weights, ctx.node, metrics))))
+}
+
+/// Train as `spec` says, drawing every random choice from `rng`: the weights, and metrics
+/// that record the starting point's scores, the last training loss, the epochs run and the
+/// validation scores of the weights returned (when there is a validation split).
+pub(crate) fn train(
+    spec: &TrainSpec,
+    inputs: &Inputs,
+    ctx: &Context,
+    mut rng: Rng,
+    progress: &dyn Progress,
+) -> Result<(Weights, BTreeMap<String, f64>), StepError> {
     let init = match &spec.init {
         Init::Model(_) => crate::nn::model::init(&spec.arch, &mut rng.fork("init"), ctx.dev)?,
         Init::Weights(name) => {
@@ -50,9 +70,7 @@ pub fn run(spec: &TrainSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact,
         metrics.insert("initial_val_accuracy".to_string(), start.accuracy);
     }
 
-    let progress = EpochProgress::new(ctx.progress, &ctx.node.name, spec.settings.epochs);
-    let outcome = fit(&spec.arch, &init, &spec.settings, &data, &mut rng.fork("fit"), &progress);
-    progress.finish();
+    let outcome = fit(&spec.arch, &init, &spec.settings, &data, &mut rng.fork("fit"), progress);
     let outcome = outcome.map_err(train_error)?;
 
     if let Some(last) = outcome.history.last() {
@@ -67,13 +85,75 @@ pub fn run(spec: &TrainSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact,
         }
     }
     tracing::info!(?metrics, stopped_early = outcome.stopped_early, "trained");
-    Ok(Artifact::Weights(Arc::new(WeightsArtifact {
-        arch: Some(spec.arch.clone()),
-        tensors: outcome.weights,
-        made_by: ctx.node.name.clone(),
-        step_hash: ctx.node.hash.clone(),
-        metrics,
-    })))
+    Ok((outcome.weights, metrics))
+}
+
+/// Retraining inside a `prune` or `quantize` step: `weights` trained with the settings of
+/// `finetune` under `constraints`, and the last epoch's training and best validation scores.
+/// Pruned weights are checked to come out exactly zero.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn retrain(
+    arch: &Arch,
+    weights: &Weights,
+    constraints: &Constraints,
+    finetune: &Finetune,
+    inputs: &Inputs,
+    ctx: &Context,
+    label: &str,
+    rng: &mut Rng,
+) -> Result<(Weights, BTreeMap<String, f64>), StepError> {
+    let dataset = inputs.dataset(&finetune.data.block);
+    let part = dataset.part(finetune.data.split);
+    let (train_x, train_y) = part.tensors(&dataset.features, ctx.dev)?;
+    let val = if finetune.data.split == crate::check::Split::Train && dataset.val.n > 0 {
+        Some(dataset.val.tensors(&dataset.features, ctx.dev)?)
+    } else {
+        None
+    };
+    let data = TrainData {
+        train_x: &train_x,
+        train_y: &train_y,
+        val: val.as_ref().map(|(x, y)| (x, y)),
+        classes: dataset.classes,
+    };
+    let progress = EpochProgress::new(ctx.progress, label, finetune.settings.epochs);
+    let outcome = fit_constrained(
+        arch,
+        weights,
+        &finetune.settings,
+        &data,
+        &mut rng.fork(label),
+        &progress,
+        constraints,
+    );
+    progress.finish();
+    let outcome = outcome.map_err(train_error)?;
+
+    // Tensors the architecture does not train pass through unchanged.
+    let mut out = weights.clone();
+    out.extend(outcome.weights);
+
+    // Pruned weights must come out of retraining exactly zero; a mask
+    // that leaked would silently undo the pruning.
+    for (name, mask) in &constraints.masks {
+        let leaked = out[name].mul(&mask.affine(-1.0, 1.0)?)?.ne(0f64)?;
+        let count = leaked.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+        if count > 0.0 {
+            return Err(StepError::new(
+                format!("retraining revived {count} pruned weights of `{name}`"),
+                "this is a bug in recipe; please report it with the recipe",
+            ));
+        }
+    }
+    let mut metrics = BTreeMap::new();
+    if let Some(best) = outcome.history.get(outcome.best_epoch.saturating_sub(1)) {
+        metrics.insert("train_loss".to_string(), best.train_loss);
+        if let (Some(loss), Some(acc)) = (best.val_loss, best.val_accuracy) {
+            metrics.insert("val_loss".to_string(), loss);
+            metrics.insert("val_accuracy".to_string(), acc);
+        }
+    }
+    Ok((out, metrics))
 }
 
 /// Training failures a user can act on.

@@ -8,8 +8,8 @@ use crate::check::refs::{Env, Type};
 use std::path::Path;
 
 use crate::check::spec::{
-    Arch, DataRef, Granularity, Split, LoadSpec, Pattern, PruneAmount, PruneMethod, PruneSpec, QuantScheme,
-    QuantSpec, SaveFormat, SaveSpec, Scope, Spec, TensorInfo,
+    Arch, DataRef, Granularity, LoadSpec, Pattern, PruneAmount, PruneMethod, PruneSpec,
+    QuantScheme, QuantSpec, SaveFormat, SaveSpec, Scope, Spec, Split, TensorInfo,
 };
 use crate::check::value::{self, Errors, Settings};
 use crate::formats::sparse;
@@ -41,7 +41,12 @@ pub(super) fn load(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
             return None;
         }
     };
-    let tensors = match sparse::logical_tensors(&header.tensors, &header.metadata) {
+    let logical = sparse::logical_tensors(&header.tensors, &header.metadata)
+        .map_err(|e| e.to_string())
+        .and_then(|t| {
+            crate::formats::quant::logical_tensors(&t, &header.metadata).map_err(|e| e.to_string())
+        });
+    let tensors = match logical {
         Ok(tensors) => tensors,
         Err(e) => {
             let help = "the file was damaged after it was written".to_string();

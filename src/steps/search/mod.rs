@@ -1,0 +1,258 @@
+//! The `search` step: trains one trial per point of a search space over the settings of a
+//! `train` block, and hands on the weights of the best trial, with the trial table.
+//!
+//! - `random` draws trial `i`'s values from the step's seed and `i`; `grid` lays the space
+//!   out as a cartesian product; `halving` draws like `random`, then runs successive
+//!   halving: every trial trains on a small budget of epochs, and the best `1/eta` of each
+//!   rung train again, from the start, on `eta` times the budget, up to the `train` block's
+//!   `epochs` in the last rung.
+//! - Trials run side by side on `--jobs` threads. Each trial draws from its own generator
+//!   (the step's seed and the trial's number) and results are gathered in trial order, so
+//!   the table and the chosen weights do not depend on the number of jobs.
+//! - Every finished trial is stored under `.recipe/trials/` beside the recipe, keyed by the
+//!   step's content hash, the trial's number, values and epochs. A search that was
+//!   interrupted takes its finished trials from there and trains only the rest.
+//! - The objective is measured on the validation split of the trained data; ties go to the
+//!   lower trial number.
+
+pub mod report;
+pub mod space;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::check::spec::{Metric, SearchSpec, Strategy, TrainSpec};
+use crate::exec::{Artifact, Context, Inputs, StepError, WeightsArtifact};
+use crate::formats::safetensors::{self, RawTensor};
+use crate::nn::Weights;
+use crate::rng::Rng;
+use report::Trial;
+use space::Values;
+
+/// Where finished trials are kept, relative to the recipe's folder.
+pub const TRIAL_STORE: &str = ".recipe/trials";
+
+pub fn run(spec: &SearchSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
+    let points: Vec<Values> = match spec.strategy {
+        Strategy::Grid => space::grid(&spec.space).into_iter().take(spec.trials).collect(),
+        _ => (0..spec.trials).map(|i| space::random(&spec.space, ctx.seed, i)).collect(),
+    };
+    let epochs = spec.train.settings.epochs;
+    let rungs = match spec.strategy {
+        Strategy::Halving { eta } => halving_budgets(points.len(), epochs, eta),
+        _ => vec![epochs],
+    };
+    let eta = match spec.strategy {
+        Strategy::Halving { eta } => eta.max(2),
+        _ => 1,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(ctx.jobs.max(1))
+        .build()
+        .map_err(|e| StepError::new(format!("cannot start trial threads: {e}"), "lower --jobs"))?;
+    let store = ctx.base_dir.join(TRIAL_STORE);
+
+    // Each rung trains its trials side by side and keeps the best 1/eta for the next.
+    let mut alive: Vec<usize> = (0..points.len()).collect();
+    let mut trials: BTreeMap<usize, Trial> = BTreeMap::new();
+    let mut weights: BTreeMap<usize, Weights> = BTreeMap::new();
+    for (rung, &budget) in rungs.iter().enumerate() {
+        let runs: Vec<Result<(Trial, Weights), StepError>> = pool.install(|| {
+            alive
+                .par_iter()
+                .map(|&i| run_trial(spec, inputs, ctx, &store, i, &points[i], rung, budget))
+                .collect()
+        });
+        for run in runs {
+            let (mut trial, w) = run?;
+            if let Some(before) = trials.get(&trial.index) {
+                trial.epochs_total += before.epochs_total;
+            }
+            weights.insert(trial.index, w);
+            trials.insert(trial.index, trial);
+        }
+        if rung + 1 < rungs.len() {
+            let this_rung: Vec<Trial> =
+                alive.iter().map(|i| trials[i].clone()).collect::<Vec<_>>();
+            let keep = (alive.len() / eta).max(1);
+            alive = report::ranked(&this_rung, &spec.objective)
+                .into_iter()
+                .take(keep)
+                .map(|t| t.index)
+                .collect();
+            alive.sort_unstable();
+        }
+    }
+
+    let trials: Vec<Trial> = trials.into_values().collect();
+    let best = report::ranked(&trials, &spec.objective)
+        .first()
+        .map(|t| t.index)
+        .ok_or_else(|| StepError::new("the search ran no trial", "give it `trials = 1` or more"))?;
+    let best_weights = weights.remove(&best).expect("every trial that ran left weights");
+
+    // The trial table, as files beside the recipe's outputs and as text for the run's report.
+    let stem = format!("out/{}-{}-trials", ctx.recipe_name, ctx.node.name);
+    let files = [
+        (format!("{stem}.csv"), report::csv(&trials, &spec.space, &spec.objective)),
+        (format!("{stem}.json"), report::to_json(&trials, &spec.space, &spec.objective)),
+        (format!("{stem}.svg"), report::svg(&trials, &spec.space, &spec.objective)),
+    ];
+    let mut written = Vec::new();
+    for (path, text) in files {
+        crate::formats::write_atomic(&ctx.base_dir.join(&path), text.as_bytes()).map_err(|e| {
+            StepError::new(format!("cannot write `{path}`: {e}"), "check that the folder can be written")
+        })?;
+        written.push(PathBuf::from(path));
+    }
+
+    let spent: usize = trials.iter().map(|t| t.epochs_total).sum();
+    let stored = trials.iter().filter(|t| t.stored).count();
+    let winner = trials.iter().find(|t| t.index == best).expect("the best trial is a trial");
+    let mut notes = vec![format!(
+        "{} trials, {spent} epochs in all ({} for every trial at {epochs}); {stored} from the \
+         trial store; best trial {best}",
+        trials.len(),
+        trials.len() * epochs,
+    )];
+    notes.extend(report::text(&trials, &spec.space, &spec.objective).lines().map(str::to_string));
+    let mut metrics = BTreeMap::new();
+    metrics.insert(report::objective_name(&spec.objective), winner.objective);
+    metrics.insert("best_trial".to_string(), best as f64);
+    metrics.insert("trials".to_string(), trials.len() as f64);
+    metrics.insert("epochs_spent".to_string(), spent as f64);
+
+    let arch = Some(spec.train.arch.clone());
+    let mut out = WeightsArtifact::plain(arch, best_weights, ctx.node, metrics);
+    out.notes = notes;
+    out.written = written;
+    Ok(Artifact::Weights(Arc::new(out)))
+}
+
+/// The epochs of each rung of successive halving of `n` trials towards `epochs`: `k + 1`
+/// rungs where `eta^k` is the largest power of `eta` not above `n`, the last at `epochs`
+/// and each earlier one `eta` times shorter (at least one epoch).
+pub fn halving_budgets(n: usize, epochs: usize, eta: usize) -> Vec<usize> {
+    let eta = eta.max(2);
+    let mut k = 0;
+    while eta.checked_pow(k + 1).is_some_and(|p| p <= n) {
+        k += 1;
+    }
+    (0..=k)
+        .map(|j| {
+            let shrink = eta.saturating_pow(k - j);
+            (epochs / shrink).max(1).min(epochs.max(1))
+        })
+        .collect()
+}
+
+/// Train trial `index` with `values` for `epochs`, or take it from the store.
+#[allow(clippy::too_many_arguments)]
+fn run_trial(
+    spec: &SearchSpec,
+    inputs: &Inputs,
+    ctx: &Context,
+    store: &Path,
+    index: usize,
+    values: &Values,
+    rung: usize,
+    epochs: usize,
+) -> Result<(Trial, Weights), StepError> {
+    let key = trial_key(&ctx.node.hash, index, values, epochs);
+    let path = store.join(format!("{key}.safetensors"));
+    let trial = |objective, seconds, stored| Trial {
+        index,
+        values: values.clone(),
+        objective,
+        epochs,
+        epochs_total: epochs,
+        rung,
+        seconds,
+        stored,
+    };
+    if let Some((weights, objective)) = read_stored(&path, ctx) {
+        tracing::debug!(index, rung, "trial from the store");
+        return Ok((trial(objective, 0.0, true), weights));
+    }
+
+    let mut settings = spec.train.settings.clone();
+    for (dim, value) in spec.space.iter().zip(values) {
+        settings = settings.with(&dim.path, value);
+    }
+    settings.epochs = epochs;
+    let train = TrainSpec { settings, ..spec.train.clone() };
+    let started = Instant::now();
+    let rng = Rng::new(ctx.seed, &format!("trial {index}"));
+    let (weights, metrics) = super::train::train(&train, inputs, ctx, rng, &())
+        .map_err(|e| StepError::new(format!("trial {index}: {}", e.message), e.help))?;
+    let name = match spec.objective.metric {
+        Metric::Loss => "val_loss",
+        _ => "val_accuracy",
+    };
+    let objective = *metrics.get(name).ok_or_else(|| {
+        StepError::new(
+            format!("trial {index} has no {name}: the validation split is empty"),
+            "give the data block's `split` a validation share",
+        )
+    })?;
+    write_stored(&path, &weights, objective)?;
+    tracing::info!(index, rung, epochs, objective, "trial done");
+    Ok((trial(objective, started.elapsed().as_secs_f64(), false), weights))
+}
+
+/// The name a trial is stored under: what makes its result, and nothing else.
+fn trial_key(step_hash: &str, index: usize, values: &Values, epochs: usize) -> String {
+    let text = format!("{step_hash}\n{index}\n{}\n{epochs}", serde_json::json!(values));
+    blake3::hash(text.as_bytes()).to_hex()[..32].to_string()
+}
+
+/// A stored trial, if there is a whole one at `path`.
+fn read_stored(path: &Path, ctx: &Context) -> Option<(Weights, f64)> {
+    if !path.exists() {
+        return None;
+    }
+    let read = || -> Option<(Weights, f64)> {
+        let (tensors, meta) = safetensors::read(path).ok()?;
+        let objective: f64 = meta.get("objective")?.parse().ok()?;
+        let mut weights = Weights::new();
+        for (name, raw) in tensors {
+            weights.insert(name, raw.to_tensor(ctx.dev).ok()?);
+        }
+        Some((weights, objective))
+    };
+    let stored = read();
+    if stored.is_none() {
+        tracing::warn!(path = %path.display(), "a stored trial is damaged; training it again");
+    }
+    stored
+}
+
+fn write_stored(path: &Path, weights: &Weights, objective: f64) -> Result<(), StepError> {
+    let mut raw = BTreeMap::new();
+    for (name, t) in weights {
+        raw.insert(name.clone(), RawTensor::from_tensor(t)?);
+    }
+    // `{}` of an f64 is the shortest text that reads back as the same number.
+    let meta = [("objective".to_string(), format!("{objective}"))].into();
+    safetensors::write(path, &raw, &meta).map_err(|e| {
+        StepError::new(e.to_string(), "check that the recipe's folder can be written")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn halving_budgets_grow_by_eta_up_to_the_epochs() {
+        assert_eq!(halving_budgets(27, 27, 3), vec![1, 3, 9, 27]);
+        assert_eq!(halving_budgets(27, 20, 3), vec![1, 2, 6, 20]);
+        assert_eq!(halving_budgets(8, 10, 3), vec![3, 10]);
+        assert_eq!(halving_budgets(2, 10, 3), vec![10]);
+        assert_eq!(halving_budgets(16, 16, 2), vec![1, 2, 4, 8, 16]);
+    }
+}
