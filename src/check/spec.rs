@@ -682,7 +682,7 @@ impl QuantScheme {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Granularity {
     PerTensor,
     PerChannel,
