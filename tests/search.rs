@@ -23,8 +23,12 @@ fn run_with_jobs(path: &Path, overrides: &[String], jobs: usize) -> common::Ran 
     let copy = dir.path().join(path.file_name().unwrap());
     std::fs::copy(path, &copy).unwrap();
     let recipe = Recipe::read(&copy).unwrap();
-    let options =
-        RunOptions { device: None, base_dir: recipe.base_dir(), progress: ProgressMode::Quiet, jobs };
+    let options = RunOptions {
+        device: None,
+        base_dir: recipe.base_dir(),
+        progress: ProgressMode::Quiet,
+        jobs,
+    };
     let (_, report) = recipe
         .run(overrides, None, &options)
         .unwrap_or_else(|e| panic!("{} failed:\n{}", path.display(), e.render(80)));

@@ -620,6 +620,15 @@ pub struct SearchSpec {
     pub space: Vec<Dimension>,
 }
 
+impl SearchSpec {
+    /// The files a search writes its trial table to, relative to the recipe's folder: CSV,
+    /// JSON and an SVG plot, named after the recipe and the search block.
+    pub fn table_files(recipe: &str, block: &str) -> [PathBuf; 3] {
+        ["csv", "json", "svg"]
+            .map(|ext| PathBuf::from(format!("out/{recipe}-{block}-trials.{ext}")))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Strategy {
     Random,

@@ -4,7 +4,7 @@
 //! [`safetensors`] reads and writes weight files; [`write_atomic`] is the
 //! crash-safe way every output file of a run (weights, reports) is written.
 //! [`sparse`] and [`quant`] are the pruned and integer-quantized layouts of
-//! tensors inside a safetensors file.
+//! tensors inside a safetensors file; [`gguf`] writes and reads the GGML formats.
 
 pub mod gguf;
 pub mod inspect;

@@ -17,7 +17,7 @@ use serde::Serialize;
 pub use dot::to_dot;
 pub use render::render_plan;
 
-use crate::check::{Checked, Spec};
+use crate::check::{Checked, SearchSpec, Spec};
 
 /// The version that goes into every hash: a new program may compute
 /// different numbers, so its results must not be mistaken for old ones.
@@ -84,7 +84,7 @@ pub fn plan(checked: &Checked, base_dir: &Path) -> Result<Graph, GraphError> {
     for block in order {
         let inputs: Vec<String> = dedup(block.spec.inputs());
         let reads = reads(&block.spec);
-        let writes = writes(&block.spec);
+        let writes = writes(&block.spec, &checked.settings.name, &block.name);
 
         let mut hasher = blake3::Hasher::new();
         hasher.update(PROGRAM_VERSION.as_bytes());
@@ -149,10 +149,11 @@ fn reads(spec: &Spec) -> Vec<PathBuf> {
     }
 }
 
-fn writes(spec: &Spec) -> Vec<PathBuf> {
+fn writes(spec: &Spec, recipe: &str, block: &str) -> Vec<PathBuf> {
     match spec {
         Spec::Save(s) => vec![s.path.clone()],
         Spec::Eval(e) => e.path.iter().cloned().collect(),
+        Spec::Search(_) => SearchSpec::table_files(recipe, block).to_vec(),
         _ => vec![],
     }
 }

@@ -19,7 +19,7 @@ pub mod report;
 pub mod space;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -76,8 +76,7 @@ pub fn run(spec: &SearchSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact
             trials.insert(trial.index, trial);
         }
         if rung + 1 < rungs.len() {
-            let this_rung: Vec<Trial> =
-                alive.iter().map(|i| trials[i].clone()).collect::<Vec<_>>();
+            let this_rung: Vec<Trial> = alive.iter().map(|i| trials[i].clone()).collect::<Vec<_>>();
             let keep = (alive.len() / eta).max(1);
             alive = report::ranked(&this_rung, &spec.objective)
                 .into_iter()
@@ -96,19 +95,21 @@ pub fn run(spec: &SearchSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact
     let best_weights = weights.remove(&best).expect("every trial that ran left weights");
 
     // The trial table, as files beside the recipe's outputs and as text for the run's report.
-    let stem = format!("out/{}-{}-trials", ctx.recipe_name, ctx.node.name);
-    let files = [
-        (format!("{stem}.csv"), report::csv(&trials, &spec.space, &spec.objective)),
-        (format!("{stem}.json"), report::to_json(&trials, &spec.space, &spec.objective)),
-        (format!("{stem}.svg"), report::svg(&trials, &spec.space, &spec.objective)),
+    let texts = [
+        report::csv(&trials, &spec.space, &spec.objective),
+        report::to_json(&trials, &spec.space, &spec.objective),
+        report::svg(&trials, &spec.space, &spec.objective),
     ];
-    let mut written = Vec::new();
-    for (path, text) in files {
-        crate::formats::write_atomic(&ctx.base_dir.join(&path), text.as_bytes()).map_err(|e| {
-            StepError::new(format!("cannot write `{path}`: {e}"), "check that the folder can be written")
+    let paths = SearchSpec::table_files(ctx.recipe_name, &ctx.node.name);
+    for (path, text) in paths.iter().zip(texts) {
+        crate::formats::write_atomic(&ctx.base_dir.join(path), text.as_bytes()).map_err(|e| {
+            StepError::new(
+                format!("cannot write `{}`: {e}", path.display()),
+                "check that the folder can be written",
+            )
         })?;
-        written.push(PathBuf::from(path));
     }
+    let written = paths.to_vec();
 
     let spent: usize = trials.iter().map(|t| t.epochs_total).sum();
     let stored = trials.iter().filter(|t| t.stored).count();
@@ -238,9 +239,8 @@ fn write_stored(path: &Path, weights: &Weights, objective: f64) -> Result<(), St
     }
     // `{}` of an f64 is the shortest text that reads back as the same number.
     let meta = [("objective".to_string(), format!("{objective}"))].into();
-    safetensors::write(path, &raw, &meta).map_err(|e| {
-        StepError::new(e.to_string(), "check that the recipe's folder can be written")
-    })
+    safetensors::write(path, &raw, &meta)
+        .map_err(|e| StepError::new(e.to_string(), "check that the recipe's folder can be written"))
 }
 
 #[cfg(test)]

@@ -261,9 +261,8 @@ impl Scale {
             return Scale { lo: 0.0, hi: 1.0, log: false, words };
         }
         let (lo, hi) = match dist {
-            Distribution::Uniform { low, high, .. } | Distribution::LogUniform { low, high, .. } => {
-                (*low, *high)
-            }
+            Distribution::Uniform { low, high, .. }
+            | Distribution::LogUniform { low, high, .. } => (*low, *high),
             Distribution::Range { low, high } => (*low as f64, *high as f64),
             Distribution::Choice(_) => bounds(&numbers),
         };
@@ -288,7 +287,12 @@ impl Scale {
     fn ticks(&self) -> Vec<(String, f64)> {
         if !self.words.is_empty() {
             let n = self.words.len() as f64;
-            return self.words.iter().enumerate().map(|(i, w)| (w.clone(), (i as f64 + 0.5) / n)).collect();
+            return self
+                .words
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (w.clone(), (i as f64 + 0.5) / n))
+                .collect();
         }
         let unmap = |x: f64| if self.log { x.exp() } else { x };
         vec![(tick(unmap(self.lo)), 0.04), (tick(unmap(self.hi)), 0.96)]
