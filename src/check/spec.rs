@@ -73,11 +73,9 @@ impl Spec {
             Spec::Model(m) => vec![m.input.as_str()],
             Spec::Load(l) => l.model.iter().map(String::as_str).collect(),
             Spec::Train(t) => t.inputs(),
-            Spec::Search(s) => {
-                let mut names = s.train.inputs();
-                names.push(s.train_block.as_str());
-                names
-            }
+            // The searched block's settings are copied into the search, which trains its
+            // own trials: it needs what that block reads, not the block's own weights.
+            Spec::Search(s) => s.train.inputs(),
             Spec::Prune(p) => {
                 let mut names = vec![p.from.as_str()];
                 if let Some(f) = &p.finetune {
