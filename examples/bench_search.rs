@@ -48,6 +48,7 @@ fn run_recipe(jobs: usize) -> (f64, f64) {
         base_dir: recipe.base_dir(),
         progress: ProgressMode::Quiet,
         jobs,
+        use_cache: true,
     };
     let start = Instant::now();
     let (_, report) = recipe.run(&[], Some("tuned"), &options).unwrap_or_else(|e| panic!("{e:?}"));
@@ -61,8 +62,13 @@ fn write_data(path: &Path) {
     let text = r#"data digits { source = builtin("digits"), split = [0.7, 0.15, 0.15],
                                 scale = standard }"#;
     let recipe = Recipe::from_bytes(Path::new("data.opt"), text.as_bytes());
-    let options =
-        RunOptions { device: None, base_dir: ".".into(), progress: ProgressMode::Quiet, jobs: 1 };
+    let options = RunOptions {
+        device: None,
+        base_dir: ".".into(),
+        progress: ProgressMode::Quiet,
+        jobs: 1,
+        use_cache: false,
+    };
     let (_, report) = recipe.run(&[], None, &options).unwrap_or_else(|e| panic!("{e:?}"));
     let Some(Artifact::Dataset(data)) = report.outputs.get("digits") else { panic!("no data") };
     let d: usize = data.features.iter().product();

@@ -59,8 +59,13 @@ fn digits() -> Workload {
         data digits { source = builtin("digits"), split = [0.7, 0.15, 0.15], scale = standard }
     "#;
     let recipe = recipe::Recipe::from_bytes(Path::new("bench.opt"), text.as_bytes());
-    let options =
-        RunOptions { device: None, base_dir: ".".into(), progress: ProgressMode::Quiet, jobs: 1 };
+    let options = RunOptions {
+        device: None,
+        base_dir: ".".into(),
+        progress: ProgressMode::Quiet,
+        jobs: 1,
+        use_cache: false,
+    };
     let (_, report) = recipe.run(&[], None, &options).unwrap_or_else(|e| panic!("{e:?}"));
     let Some(Artifact::Dataset(data)) = report.outputs.get("digits") else {
         panic!("the data step makes a dataset")

@@ -37,8 +37,13 @@ fn main() {
     // A recipe does not need to live in a file; the path only names it in
     // diagnostics and anchors relative paths.
     let recipe = Recipe::from_bytes("library_demo.opt".as_ref(), RECIPE.as_bytes());
-    let options =
-        RunOptions { device: None, base_dir: ".".into(), progress: ProgressMode::Quiet, jobs: 1 };
+    let options = RunOptions {
+        device: None,
+        base_dir: ".".into(),
+        progress: ProgressMode::Quiet,
+        jobs: 1,
+        use_cache: false,
+    };
     let (compiled, report) = match recipe.run(&[], None, &options) {
         Ok(done) => done,
         Err(e) => {

@@ -26,9 +26,25 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Files `recipe fmt` could not format, or, with `--check`, files not in
+    /// the canonical layout.
+    #[error("{}", not_formatted(unformatted, failed))]
+    NotFormatted { unformatted: Vec<PathBuf>, failed: Vec<PathBuf> },
+
     /// Syntax or check problems, all of them.
     #[error("{summary}")]
     Problems { summary: String, src: NamedSource<String>, problems: Vec<Problem> },
+
+    #[error("cannot write `{}`: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A command that works on files or git rather than on one recipe failed.
+    #[error("{message}")]
+    Command { message: String, help: Option<String> },
 
     #[error("cannot plan the recipe: {message}")]
     Plan { message: String },
@@ -65,6 +81,9 @@ impl Error {
                 vec![miette::miette!(code = "recipe::run::no_such_step", help = help, "{self}")
                     .wrap_err(format!("cannot run `{name}`"))]
             }
+            Error::Command { message, help: Some(help) } => {
+                vec![miette::miette!(help = help.clone(), "{message}")]
+            }
             other => vec![miette::miette!("{other}")],
         }
     }
@@ -85,6 +104,20 @@ impl Error {
         }
         out
     }
+}
+
+/// "`a.opt` is not formatted; 2 files could not be formatted".
+fn not_formatted(unformatted: &[PathBuf], failed: &[PathBuf]) -> String {
+    let say = |paths: &[PathBuf], one: &str, many: &str| match paths {
+        [] => None,
+        [path] => Some(format!("`{}` {one}", path.display())),
+        _ => Some(format!("{} files {many}", paths.len())),
+    };
+    let parts = [
+        say(unformatted, "is not formatted", "are not formatted"),
+        say(failed, "could not be formatted", "could not be formatted"),
+    ];
+    parts.into_iter().flatten().collect::<Vec<_>>().join("; ")
 }
 
 /// A snapshot of a diagnostic, so that a borrowed one can become a report.

@@ -30,6 +30,7 @@
 pub mod check;
 pub mod data;
 pub mod diag;
+pub mod digest;
 pub mod exec;
 pub mod formats;
 pub mod graph;
@@ -116,10 +117,31 @@ impl Recipe {
 
     /// Parse, check and plan.
     pub fn compile(&self, overrides: &[String]) -> Result<Compiled, Error> {
-        let (ast, checked) = self.check(overrides)?;
-        let graph = graph::plan(&checked, &self.base_dir())
+        self.compile_on(overrides, None)
+    }
+
+    /// Parse, check and plan for running on `device` (the recipe's own when `None`): the
+    /// device is part of every step's hash, since it may compute different numbers.
+    pub fn compile_on(
+        &self,
+        overrides: &[String],
+        device: Option<check::Device>,
+    ) -> Result<Compiled, Error> {
+        let (ast, mut checked) = self.check(overrides)?;
+        if let Some(device) = device {
+            checked.settings.device = device;
+        }
+        let hashes = digest::FileHashes::open(&self.base_dir());
+        let graph = graph::plan(&checked, &self.base_dir(), &hashes)
             .map_err(|e| Error::Plan { message: e.to_string() })?;
+        // The memo only saves time on the next run; failing to write it loses nothing.
+        let _ = hashes.save();
         Ok(Compiled { ast, checked, graph })
+    }
+
+    /// The lock file beside the recipe, `NAME.lock`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.path.with_extension("lock")
     }
 
     /// Compile and run, with `only` restricting the run to one step and
@@ -130,7 +152,7 @@ impl Recipe {
         only: Option<&str>,
         options: &exec::RunOptions,
     ) -> Result<(Compiled, exec::RunReport), Error> {
-        let compiled = self.compile(overrides)?;
+        let compiled = self.compile_on(overrides, options.device)?;
         let graph = match only {
             Some(name) => compiled.graph.only(name).ok_or_else(|| Error::NoSuchStep {
                 name: name.to_string(),
@@ -140,11 +162,148 @@ impl Recipe {
         };
         let report = exec::run(&compiled.checked, &graph, options)
             .map_err(|e| diag::run_error(self, overrides, e))?;
+        self.write_lock(&compiled, &report)?;
         Ok((compiled, report))
+    }
+
+    /// Record the run in the lock file. Steps this run did not reach (`--only`) keep their
+    /// earlier record while their hash is unchanged.
+    fn write_lock(&self, compiled: &Compiled, report: &exec::RunReport) -> Result<(), Error> {
+        use exec::lockfile::LockFile;
+        let path = self.lock_path();
+        let full = &compiled.graph;
+        let mut lock = LockFile::from_steps(&compiled.checked.settings.name, &report.steps);
+        if let Ok(old) = LockFile::read(&path) {
+            for (name, step) in old.steps {
+                let current = full.node(&name).is_some_and(|n| n.hash == step.hash);
+                if current && !lock.steps.contains_key(&name) {
+                    lock.steps.insert(name, step);
+                }
+            }
+        }
+        let text = lock.render();
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+            return Ok(());
+        }
+        formats::write_atomic(&path, text.as_bytes())
+            .map_err(|source| Error::Write { path: path.clone(), source })
     }
 }
 
 /// Read and compile a recipe file in one call.
 pub fn compile(path: &Path, overrides: &[String]) -> Result<Compiled, Error> {
     Recipe::read(path)?.compile(overrides)
+}
+
+/// What [`clean`] removed and kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    /// Cache entries removed.
+    pub entries: usize,
+    /// Folders of stored search trials removed.
+    pub searches: usize,
+    /// Bytes freed.
+    pub bytes: u64,
+    /// Cache entries kept.
+    pub kept: usize,
+}
+
+/// Remove the cache entries and stored search trials of `dir` that none of its recipes
+/// (`*.opt`, with no overrides) refers to. Every recipe is compiled first: when one fails,
+/// nothing is removed, since its entries cannot be told from stale ones.
+pub fn clean(dir: &Path) -> Result<Cleaned, Error> {
+    let listing =
+        std::fs::read_dir(dir).map_err(|source| Error::Read { path: dir.to_path_buf(), source })?;
+    let mut recipes: Vec<PathBuf> = listing
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "opt") && p.is_file())
+        .collect();
+    recipes.sort();
+    let mut keep = std::collections::BTreeSet::new();
+    for path in &recipes {
+        let compiled = compile(path, &[])?;
+        keep.extend(compiled.graph.nodes.into_iter().map(|n| n.hash));
+    }
+
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Write { path, source }
+    };
+    let cache = exec::Cache::open(dir).map_err(io(&dir.join(exec::cache::CACHE_DIR)))?;
+    let mut cleaned = Cleaned::default();
+    for hash in cache.entries().map_err(io(&dir.join(exec::cache::CACHE_DIR)))? {
+        if keep.contains(&hash) {
+            cleaned.kept += 1;
+            continue;
+        }
+        cleaned.bytes += cache.entry_bytes(&hash);
+        cache.remove(&hash).map_err(io(&dir.join(exec::cache::CACHE_DIR)))?;
+        cleaned.entries += 1;
+    }
+    let trials = dir.join(steps::search::TRIAL_STORE);
+    for entry in std::fs::read_dir(&trials).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if keep.contains(&name) {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            let files = std::fs::read_dir(&path).into_iter().flatten().flatten();
+            cleaned.bytes += files.filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum::<u64>();
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            cleaned.searches += 1;
+        }
+    }
+    Ok(cleaned)
+}
+
+/// The changes in metrics between the lock files at git revision `rev` and in the working
+/// tree, as text. `files` are recipes or lock files; when empty, every lock file beside a
+/// recipe in the current folder and below.
+pub fn metrics_diff(rev: &str, files: &[PathBuf]) -> Result<String, Error> {
+    use exec::lockfile::{self, LockFile};
+    let mut locks: Vec<PathBuf> = files.iter().map(|f| f.with_extension("lock")).collect();
+    if locks.is_empty() {
+        find_locks(Path::new("."), &mut locks);
+        locks.sort();
+    }
+    if locks.is_empty() {
+        return Err(Error::Command {
+            message: "no lock file here: no `NAME.lock` beside a `NAME.opt`".into(),
+            help: Some("`recipe run NAME.opt` writes one".into()),
+        });
+    }
+    let mut out = String::new();
+    for path in locks {
+        let failed = |message: String| Error::Command {
+            message,
+            help: Some("is the folder in a git repository, and the revision in it?".into()),
+        };
+        let old = lockfile::at_revision(&path, rev).map_err(failed)?;
+        let new =
+            LockFile::read(&path).map_err(|message| Error::Command { message, help: None })?;
+        let shown = path.strip_prefix("./").unwrap_or(&path).display().to_string();
+        out.push_str(&format!("{shown}: {rev} -> working tree\n"));
+        out.push_str(&lockfile::diff(&old, &new, (rev, "now")));
+    }
+    Ok(out)
+}
+
+/// Lock files beside a recipe under `dir`, skipping hidden folders and build output.
+fn find_locks(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            find_locks(&path, out);
+        } else if path.extension().is_some_and(|e| e == "lock")
+            && path.with_extension("opt").is_file()
+        {
+            out.push(path);
+        }
+    }
 }

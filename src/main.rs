@@ -40,10 +40,24 @@ enum Command {
         /// Run only this step and the steps it needs.
         #[arg(long, value_name = "NAME")]
         only: Option<String>,
-        /// Train this many trials of a search side by side; the results do not depend on it.
-        #[arg(long, value_name = "N", default_value_t = 1,
-              value_parser = clap::value_parser!(u16).range(1..))]
-        jobs: u16,
+        /// Run this many independent steps, and trials of a search, side by side; the
+        /// results do not depend on it. Defaults to the number of CPUs.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
+        /// Run every step, even those whose results the cache holds (and store them again).
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Remove the cache entries and stored search trials that no recipe in a folder refers to.
+    Clean {
+        /// The folder of the recipes and their `.recipe/` cache.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Compare the metrics recorded in lock files.
+    Metrics {
+        #[command(subcommand)]
+        command: MetricsCommand,
     },
     /// Parse and check a recipe; reads data and weight headers, no tensors.
     Check {
@@ -60,11 +74,37 @@ enum Command {
         #[command(flatten)]
         recipe: RecipeArgs,
     },
+    /// Rewrite recipes in the one canonical layout, keeping every comment.
+    Fmt {
+        /// The recipe files, `NAME.opt`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write nothing: print a diff of what would change, and exit 1 if anything would.
+        #[arg(long)]
+        check: bool,
+    },
     /// Show the tensors of a weights file (dtype, shape, zeros, stored bytes)
     /// and the metadata a run wrote into it.
     Inspect {
         /// A `.safetensors` or `.gguf` file.
         file: PathBuf,
+        /// Print JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MetricsCommand {
+    /// What changed in each step's metrics between the lock files at a git revision and in
+    /// the working tree.
+    Diff {
+        /// The git revision to compare with.
+        #[arg(default_value = "HEAD")]
+        rev: String,
+        /// Recipes (`NAME.opt`) or lock files (`NAME.lock`); by default every lock file in
+        /// the current folder and below that sits beside a recipe.
+        files: Vec<PathBuf>,
     },
 }
 
@@ -155,26 +195,83 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Plan { recipe: args } => {
             let recipe = Recipe::read(&args.file)?;
             let compiled = recipe.compile(&args.set)?;
-            print!("{}", recipe::graph::render_plan(&compiled.checked, &compiled.graph));
+            let cached = recipe::exec::cached_steps(&compiled.graph, &recipe.base_dir());
+            print!("{}", recipe::graph::render_plan(&compiled.checked, &compiled.graph, &cached));
         }
         Command::Graph { recipe: args } => {
             let recipe = Recipe::read(&args.file)?;
             let compiled = recipe.compile(&args.set)?;
             print!("{}", recipe::graph::to_dot(&compiled.graph, &compiled.checked.settings.name));
         }
-        Command::Inspect { file } => {
-            let report = recipe::formats::inspect::inspect(&file, &file)?;
-            print!("{report}");
+        Command::Fmt { files, check } => {
+            // Every file is tried, so one that does not parse does not keep
+            // the others unformatted; the exit status sums them up.
+            let (mut unformatted, mut failed) = (Vec::new(), Vec::new());
+            for file in files {
+                let recipe = match Recipe::read(&file).and_then(|r| r.parse().map(|_| r)) {
+                    Ok(recipe) => recipe,
+                    Err(e) => {
+                        report(&e);
+                        failed.push(file);
+                        continue;
+                    }
+                };
+                let formatted = recipe::syntax::format(&recipe.text).expect("the recipe parsed");
+                if formatted == recipe.text {
+                    continue;
+                }
+                if check {
+                    let name = file.display().to_string();
+                    print!("{}", recipe::syntax::fmt::diff(&name, &recipe.text, &formatted));
+                    unformatted.push(file);
+                } else if let Err(source) =
+                    recipe::formats::write_atomic(&file, formatted.as_bytes())
+                {
+                    report(&Error::Write { path: file.clone(), source });
+                    failed.push(file);
+                }
+            }
+            if !unformatted.is_empty() || !failed.is_empty() {
+                return Err(Error::NotFormatted { unformatted, failed });
+            }
         }
-        Command::Run { recipe: args, device, only, jobs } => {
+        Command::Inspect { file, json } => {
+            if json {
+                println!("{}", recipe::formats::inspect::inspect_json(&file, &file)?);
+            } else {
+                print!("{}", recipe::formats::inspect::inspect(&file, &file)?);
+            }
+        }
+        Command::Clean { dir } => {
+            let cleaned = recipe::clean(&dir)?;
+            println!(
+                "removed {} cache entries and {} stored searches ({}); kept {}",
+                cleaned.entries,
+                cleaned.searches,
+                recipe::steps::eval::human_bytes(cleaned.bytes),
+                cleaned.kept
+            );
+        }
+        Command::Metrics { command: MetricsCommand::Diff { rev, files } } => {
+            print!("{}", recipe::metrics_diff(&rev, &files)?);
+        }
+        Command::Run { recipe: args, device, only, jobs, no_cache } => {
             let recipe = Recipe::read(&args.file)?;
             let progress = if std::io::stderr().is_terminal() {
                 ProgressMode::Bar
             } else {
                 ProgressMode::Lines
             };
-            let jobs = usize::from(jobs);
-            let options = RunOptions { device, base_dir: recipe.base_dir(), progress, jobs };
+            let jobs = jobs.map(usize::from).unwrap_or_else(|| {
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            });
+            let options = RunOptions {
+                device,
+                base_dir: recipe.base_dir(),
+                progress,
+                jobs,
+                use_cache: !no_cache,
+            };
             let (_, report) = recipe.run(&args.set, only.as_deref(), &options)?;
             for (step, notes) in &report.notes {
                 println!("{step}:");
@@ -188,6 +285,16 @@ fn run(command: Command) -> Result<(), Error> {
             }
             for path in &report.written {
                 println!("wrote {}", shown(&recipe.base_dir(), path));
+            }
+            for (step, why) in &report.damaged {
+                println!("recomputed `{step}`: its cache entry was damaged ({why})");
+            }
+            let ran = report.ran();
+            let cached = report.steps.len() - ran.len();
+            if ran.is_empty() {
+                println!("{} steps, all from the cache", report.steps.len());
+            } else {
+                println!("ran {}; {cached} from the cache", ran.join(", "));
             }
         }
     }

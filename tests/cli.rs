@@ -120,13 +120,18 @@ fn divergence_stops_the_step_and_writes_nothing() {
     assert!(err.contains("step `base` failed"), "{err}");
     assert!(err.contains("in epoch 1"), "{err}");
     assert!(err.contains("train base"), "the diagnostic quotes the block: {err}");
+    // The cache folder holds only its lock and the steps that finished, never `base`.
     let leftovers: Vec<_> =
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(
-        leftovers,
-        vec![std::ffi::OsString::from("small.opt")],
-        "no output, no temporary file"
-    );
+    assert_eq!(leftovers.len(), 2, "no output, no temporary file: {leftovers:?}");
+    assert!(dir.path().join("small.opt").is_file() && dir.path().join(".recipe").is_dir());
+    let mut cached: Vec<String> = std::fs::read_dir(dir.path().join(".recipe/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    cached.sort();
+    assert_eq!(cached.len(), 3, "the lock, `digits` and `net`: {cached:?}");
+    assert!(cached.iter().all(|n| n == "lock" || n.len() == 64), "{cached:?}");
 }
 
 #[test]

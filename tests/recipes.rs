@@ -38,7 +38,12 @@ fn recipe_checked_forms() {
 fn recipe_plans() {
     insta::glob!("../recipes", "*.opt", |path| {
         let compiled = read(path).compile(&[]).unwrap_or_else(|e| panic!("{}", e.render(80)));
-        insta::assert_snapshot!(recipe::graph::render_plan(&compiled.checked, &compiled.graph));
+        let fresh = recipe::graph::CachedSteps::new();
+        insta::assert_snapshot!(recipe::graph::render_plan(
+            &compiled.checked,
+            &compiled.graph,
+            &fresh
+        ));
     });
 }
 

@@ -28,6 +28,7 @@ fn run_with_jobs(path: &Path, overrides: &[String], jobs: usize) -> common::Ran 
         base_dir: recipe.base_dir(),
         progress: ProgressMode::Quiet,
         jobs,
+        use_cache: true,
     };
     let (_, report) = recipe
         .run(overrides, None, &options)
@@ -115,15 +116,21 @@ fn jobs_do_not_change_the_results() {
 
 /// Finished trials in the store of a folder.
 fn stored_trials(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join(".recipe/trials")).map_or(0, |entries| {
-        entries
-            .filter_map(|e| e.ok())
-            .filter(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                !name.starts_with('.') && name.ends_with(".safetensors")
-            })
-            .count()
-    })
+    let steps = std::fs::read_dir(dir.join(".recipe/trials")).into_iter().flatten().flatten();
+    steps
+        .map(|step| step.path())
+        .filter(|p| p.is_dir())
+        .flat_map(std::fs::read_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    !name.starts_with('.') && name.ends_with(".safetensors")
+                })
+                .count()
+        })
+        .sum()
 }
 
 /// A search killed halfway resumes from its finished trials and ends as an uninterrupted

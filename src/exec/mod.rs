@@ -6,6 +6,9 @@
 //! step's failure into a diagnostic that points at the block that asked for
 //! it.
 
+pub mod artifacts;
+pub mod cache;
+pub mod lockfile;
 pub mod progress;
 
 use std::collections::BTreeMap;
@@ -14,13 +17,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use miette::Diagnostic;
+use serde::Serialize;
 use thiserror::Error;
-use tracing::{info, info_span};
+use tracing::{info, info_span, warn};
 
+pub use cache::{Cache, Lookup, Manifest};
 pub use progress::ProgressMode;
 
 use crate::check::{self, Arch, Checked};
 use crate::data::Dataset;
+use crate::digest::FileHashes;
 use crate::graph::{Graph, Node};
 use crate::nn::quant::QuantMap;
 use crate::nn::Weights;
@@ -86,24 +92,70 @@ impl WeightsArtifact {
 pub struct RunOptions {
     /// Overrides the recipe's `device` when set.
     pub device: Option<check::Device>,
-    /// The recipe's folder: relative paths start here.
+    /// The recipe's folder: relative paths start here, and the cache lives in it.
     pub base_dir: PathBuf,
     pub progress: ProgressMode,
-    /// How many trials of a search train side by side.
+    /// How many steps, and how many trials of a search, run side by side.
     pub jobs: usize,
+    /// Take unchanged steps from the cache; when false every step runs (and is stored).
+    pub use_cache: bool,
+}
+
+impl RunOptions {
+    /// Options for a quiet run in `base_dir` with the cache, one job at a time.
+    pub fn new(base_dir: impl Into<PathBuf>) -> RunOptions {
+        RunOptions {
+            device: None,
+            base_dir: base_dir.into(),
+            progress: ProgressMode::Quiet,
+            jobs: 1,
+            use_cache: true,
+        }
+    }
+}
+
+/// Whether a step ran or its result came from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    Ran,
+    Cached,
+}
+
+/// What became of one step of a run.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub name: String,
+    pub kind: &'static str,
+    pub hash: String,
+    pub outcome: Outcome,
+    /// The step's cache entry: its metrics and the files it wrote, with their hashes.
+    pub manifest: Manifest,
+    /// Wall time of the step, zero when cached.
+    pub elapsed_ms: u64,
 }
 
 /// What a run produced.
 #[derive(Debug, Default)]
 pub struct RunReport {
-    /// The output of every step that ran, by block name.
+    /// The output of every step that ran or was read back from the cache, by block name.
     pub outputs: BTreeMap<String, Artifact>,
-    /// Files written, in the order they were written.
+    /// Files written (or put back from the cache), in run order.
     pub written: Vec<PathBuf>,
-    /// Eval tables, in run order.
+    /// Eval tables, in run order, cached ones included.
     pub tables: Vec<Arc<steps::eval::Table>>,
     /// The notes of steps that made weights, by step, in run order.
     pub notes: Vec<(String, Vec<String>)>,
+    /// Every step of the graph, in run order.
+    pub steps: Vec<StepRecord>,
+    /// Cache entries that failed their checks and were recomputed, with the reason.
+    pub damaged: Vec<(String, String)>,
+}
+
+impl RunReport {
+    /// The names of the steps that ran rather than came from the cache.
+    pub fn ran(&self) -> Vec<&str> {
+        self.steps.iter().filter(|s| s.outcome == Outcome::Ran).map(|s| s.name.as_str()).collect()
+    }
 }
 
 /// What every step may use besides its inputs.
@@ -115,8 +167,6 @@ pub struct Context<'a> {
     pub base_dir: &'a Path,
     pub block: &'a check::Block,
     pub node: &'a Node,
-    /// A hash of the whole checked recipe, written into saved files.
-    pub recipe_hash: &'a str,
     pub recipe_name: &'a str,
     pub progress: ProgressMode,
     /// How many trials of a search train side by side.
@@ -163,6 +213,10 @@ pub enum RunError {
         message: String,
         help: String,
     },
+
+    #[error("{message}")]
+    #[diagnostic(code(recipe::run::cache), help("{help}"))]
+    Cache { message: String, help: String },
 
     #[error("device {device} is not available: {message}")]
     #[diagnostic(code(recipe::run::device), help("{help}"))]
@@ -222,54 +276,254 @@ pub fn recipe_hash(checked: &Checked) -> String {
     blake3::hash(json.as_bytes()).to_hex().to_string()
 }
 
-/// Run every step of `graph`.
+/// Run every step of `graph` whose result the cache does not hold, and read back from the
+/// cache what those steps need.
+///
+/// A run goes in four passes: look every step up in the cache (a damaged entry is reported
+/// and counts as missing); read back the cached outputs that a step to run reads; run the
+/// missing steps, each as soon as its inputs are there, up to `jobs` at once, storing each
+/// result as it comes; and put back any file a cached step wrote that was since deleted or
+/// changed. Each step's result depends only on its inputs and seed, so neither the order of
+/// finishing nor the cache changes what is written.
 pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<RunReport, RunError> {
     let blocks: BTreeMap<&str, &check::Block> =
         checked.blocks.iter().map(|b| (b.name.as_str(), b)).collect();
-
     let dev = device(options.device.unwrap_or(checked.settings.device))?;
-    let recipe_hash = recipe_hash(checked);
-    let mut report = RunReport::default();
+    let base = options.base_dir.as_path();
+    let hashes = FileHashes::open(base);
+    let cache = Cache::open(base).map_err(|e| cache_error(base, e))?;
     for node in &graph.nodes {
+        for path in &node.writes {
+            cache::remove_stale_temporaries(&base.join(path));
+        }
+    }
+    let mut report = RunReport::default();
+
+    // What the cache holds.
+    let mut found: BTreeMap<&str, Manifest> = BTreeMap::new();
+    if options.use_cache {
+        for node in &graph.nodes {
+            match cache.lookup(&node.hash, &hashes) {
+                Lookup::Hit(m) => {
+                    found.insert(&node.name, *m);
+                }
+                Lookup::Miss => {}
+                Lookup::Damaged(why) => {
+                    warn!(
+                        "the cache entry of step `{}` is damaged ({why}); recomputing",
+                        node.name
+                    );
+                    report.damaged.push((node.name.clone(), why));
+                }
+            }
+        }
+    }
+
+    // Cached outputs that a step to run reads.
+    let to_run: Vec<&Node> =
+        graph.nodes.iter().filter(|n| !found.contains_key(n.name.as_str())).collect();
+    let mut outputs: BTreeMap<String, Artifact> = BTreeMap::new();
+    for node in &graph.nodes {
+        let needed = to_run.iter().any(|r| r.inputs.contains(&node.name));
+        if let (true, Some(manifest)) = (needed, found.get(node.name.as_str())) {
+            let artifact =
+                artifacts::decode(manifest, &cache, &dev).map_err(|message| RunError::Cache {
+                    message: format!(
+                        "the cache entry of step `{}` cannot be read: {message}",
+                        node.name
+                    ),
+                    help: "remove `.recipe/cache` or run with `--no-cache`".into(),
+                })?;
+            outputs.insert(node.name.clone(), artifact);
+        }
+    }
+
+    // The missing steps, side by side where they are independent.
+    let recipe_name = checked.settings.name.as_str();
+    let run_one = |node: &Node, inputs: BTreeMap<String, Artifact>| {
         let block = blocks[node.name.as_str()];
         let _span = info_span!("step", name = %node.name, kind = node.kind).entered();
         let ctx = Context {
             dev: &dev,
             seed: step_seed(checked.settings.seed, &node.name),
-            base_dir: &options.base_dir,
+            base_dir: base,
             block,
             node,
-            recipe_hash: &recipe_hash,
-            recipe_name: &checked.settings.name,
+            recipe_name,
             progress: options.progress,
             jobs: options.jobs,
         };
         let started = Instant::now();
-        let inputs = Inputs { outputs: &report.outputs };
-        let artifact = steps::run(&block.spec, &inputs, &ctx).map_err(|e| RunError::Step {
+        let failed = |message: String, help: String| RunError::Step {
             span: block.span,
             name: node.name.clone(),
-            message: e.message,
-            help: e.help,
+            message,
+            help,
+        };
+        let artifact = steps::run(&block.spec, &Inputs { outputs: &inputs }, &ctx)
+            .map_err(|e| failed(e.message, e.help))?;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        info!(elapsed_ms, "step done");
+        let (manifest, payload) = artifacts::encode(node, &artifact)
+            .map_err(|e| failed(format!("cannot store the result: {e}"), BUG.into()))?;
+        let manifest = cache.store(manifest, &payload, base).map_err(|e| {
+            failed(
+                format!("cannot store the result in the cache: {e}"),
+                format!("check that `{}` can be written", base.join(cache::CACHE_DIR).display()),
+            )
         })?;
-        info!(elapsed_ms = started.elapsed().as_millis() as u64, "step done");
-        match &artifact {
-            Artifact::File(path) => report.written.push(path.clone()),
-            Artifact::Metrics(table) => {
-                report.written.extend(table.path.iter().cloned());
-                report.tables.push(table.clone());
+        Ok::<_, RunError>((artifact, manifest, elapsed_ms))
+    };
+    let mut ran = schedule(&to_run, &mut outputs, options.jobs, &run_one)?;
+
+    // Files of cached steps that were deleted or changed since.
+    for node in &graph.nodes {
+        let Some(manifest) = found.get(node.name.as_str()) else { continue };
+        for output in &manifest.outputs {
+            let full = base.join(&output.path);
+            if hashes.hash(&full).is_ok_and(|h| h == output.hash) {
+                continue;
             }
-            Artifact::Weights(w) => {
-                report.written.extend(w.written.iter().cloned());
-                if !w.notes.is_empty() {
-                    report.notes.push((node.name.clone(), w.notes.clone()));
-                }
-            }
-            _ => {}
+            let restored = std::fs::read(cache.file(&node.hash, &output.blob))
+                .and_then(|bytes| crate::formats::write_atomic(&full, &bytes));
+            restored.map_err(|e| RunError::Cache {
+                message: format!("cannot put back `{}`: {e}", output.path.display()),
+                help: "check that the folder can be written".into(),
+            })?;
+            report.written.push(output.path.clone());
         }
-        report.outputs.insert(node.name.clone(), artifact);
     }
+    // The memo only saves time; a failure to write it loses nothing.
+    if let Err(e) = hashes.save() {
+        warn!("cannot remember file hashes: {e}");
+    }
+
+    // The report, in run order.
+    for node in &graph.nodes {
+        let (manifest, outcome, elapsed_ms) = match ran.remove(&node.name) {
+            Some((manifest, elapsed)) => {
+                report.written.extend(manifest.outputs.iter().map(|o| o.path.clone()));
+                (manifest, Outcome::Ran, elapsed)
+            }
+            None => (
+                found.remove(node.name.as_str()).expect("a step ran or was cached"),
+                Outcome::Cached,
+                0,
+            ),
+        };
+        let table = match outputs.get(&node.name) {
+            Some(Artifact::Metrics(t)) => Some(t.clone()),
+            _ => artifacts::table(&manifest).map(Arc::new),
+        };
+        report.tables.extend(table);
+        if !manifest.notes.is_empty() {
+            report.notes.push((node.name.clone(), manifest.notes.clone()));
+        }
+        report.steps.push(StepRecord {
+            name: node.name.clone(),
+            kind: node.kind,
+            hash: node.hash.clone(),
+            outcome,
+            manifest,
+            elapsed_ms,
+        });
+    }
+    report.outputs = outputs;
     Ok(report)
+}
+
+/// The steps of `graph` whose results the cache of `base_dir` holds, with the bytes of each
+/// file they wrote, for `recipe plan`. Looks only: takes no lock and changes nothing.
+pub fn cached_steps(graph: &Graph, base_dir: &Path) -> crate::graph::CachedSteps {
+    let cache = Cache::read_only(base_dir);
+    let hashes = FileHashes::open(base_dir);
+    let mut out = crate::graph::CachedSteps::new();
+    for node in &graph.nodes {
+        if let Lookup::Hit(m) = cache.lookup(&node.hash, &hashes) {
+            let files = m
+                .outputs
+                .iter()
+                .map(|o| {
+                    let bytes = std::fs::metadata(cache.file(&node.hash, &o.blob));
+                    (o.path.clone(), bytes.map(|m| m.len()).unwrap_or(0))
+                })
+                .collect();
+            out.insert(node.name.clone(), files);
+        }
+    }
+    out
+}
+
+const BUG: &str = "this is a bug in recipe";
+
+type Ran = BTreeMap<String, (Manifest, u64)>;
+
+/// Run `nodes` (in run order), each once its inputs are in `outputs`, at most `jobs` at a
+/// time. After a failure no new step starts; the steps running finish, and the failure of the
+/// earliest step in run order is returned.
+fn schedule<F>(
+    nodes: &[&Node],
+    outputs: &mut BTreeMap<String, Artifact>,
+    jobs: usize,
+    run_one: &F,
+) -> Result<Ran, RunError>
+where
+    F: Fn(&Node, BTreeMap<String, Artifact>) -> Result<(Artifact, Manifest, u64), RunError> + Sync,
+{
+    let mut ran = Ran::new();
+    let mut failures: Vec<(usize, RunError)> = Vec::new();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut started = vec![false; nodes.len()];
+        let mut running = 0;
+        loop {
+            for (idx, node) in nodes.iter().enumerate() {
+                if !failures.is_empty() || running >= jobs.max(1) {
+                    break;
+                }
+                if started[idx] || !node.inputs.iter().all(|i| outputs.contains_key(i)) {
+                    continue;
+                }
+                let inputs: BTreeMap<String, Artifact> =
+                    node.inputs.iter().map(|i| (i.clone(), outputs[i].clone())).collect();
+                started[idx] = true;
+                running += 1;
+                let tx = tx.clone();
+                let node: &Node = node;
+                scope.spawn(move || {
+                    // The receiver outlives every sender.
+                    let _ = tx.send((idx, run_one(node, inputs)));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let (idx, result) = rx.recv().expect("a running step always reports");
+            running -= 1;
+            match result {
+                Ok((artifact, manifest, elapsed)) => {
+                    outputs.insert(nodes[idx].name.clone(), artifact);
+                    ran.insert(nodes[idx].name.clone(), (manifest, elapsed));
+                }
+                Err(e) => failures.push((idx, e)),
+            }
+        }
+    });
+    failures.sort_by_key(|(idx, _)| *idx);
+    match failures.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(ran),
+    }
+}
+
+fn cache_error(base: &Path, e: std::io::Error) -> RunError {
+    RunError::Cache {
+        message: format!(
+            "cannot open the cache in `{}`: {e}",
+            base.join(cache::CACHE_DIR).display()
+        ),
+        help: "check that the recipe's folder can be written".into(),
+    }
 }
 
 /// Each step draws from its own stream, so adding or removing a block does

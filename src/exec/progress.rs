@@ -1,7 +1,9 @@
 //! Progress of long steps: an indicatif bar on a terminal, one log line per
 //! epoch otherwise, nothing when asked to be quiet.
 
-use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::OnceLock;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tracing::info;
 
 use crate::nn::train::{EpochStats, Progress};
@@ -26,7 +28,9 @@ pub struct EpochProgress {
 impl EpochProgress {
     pub fn new(mode: ProgressMode, label: &str, epochs: usize) -> Self {
         let bar = (mode == ProgressMode::Bar).then(|| {
-            let bar = ProgressBar::new(epochs as u64);
+            // Steps that run side by side share one set of lines on the terminal.
+            static BARS: OnceLock<MultiProgress> = OnceLock::new();
+            let bar = BARS.get_or_init(MultiProgress::new).add(ProgressBar::new(epochs as u64));
             let style = ProgressStyle::with_template(
                 "{prefix:>12} [{bar:30}] {pos}/{len} epochs {msg} ({elapsed})",
             )

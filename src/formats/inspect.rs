@@ -1,6 +1,7 @@
 //! `recipe inspect`: what a weights file holds, as text: each tensor's dtype, shape, share of
 //! zeros, stored bytes and layout (dense, sparse, an integer scheme or a GGML format), then the
-//! metadata a run wrote into it. Takes safetensors and GGUF files.
+//! metadata a run wrote into it, or the same as JSON for scripts. Takes safetensors and GGUF
+//! files.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,6 +14,7 @@ use super::safetensors::{self, FormatError, RawTensor};
 use super::{gguf, quant, sparse};
 
 /// One line of the report.
+#[derive(serde::Serialize)]
 struct Row {
     name: String,
     dtype: String,
@@ -22,13 +24,42 @@ struct Row {
     layout: String,
 }
 
+fn rows(path: &Path, shown: &Path) -> Result<(Vec<Row>, BTreeMap<String, String>), FormatError> {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        gguf_rows(path, shown)
+    } else {
+        safetensors_rows(path, shown)
+    }
+}
+
+/// The report as JSON: `{"file", "bytes", "tensors": [{"name", "dtype", "shape", "zeros",
+/// "bytes", "layout"}], "metadata": {...}}`, `zeros` being the share of zero entries (`null`
+/// where it has no meaning) and metadata values that hold JSON included as JSON.
+pub fn inspect_json(path: &Path, shown: &Path) -> Result<String, FormatError> {
+    let (rows, metadata) = rows(path, shown)?;
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let metadata: serde_json::Map<String, serde_json::Value> = metadata
+        .into_iter()
+        .map(|(k, v)| {
+            let value = match serde_json::from_str::<serde_json::Value>(&v) {
+                Ok(json @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => json,
+                _ => serde_json::Value::String(v),
+            };
+            (k, value)
+        })
+        .collect();
+    let report = serde_json::json!({
+        "file": shown.display().to_string(),
+        "bytes": file_len,
+        "tensors": rows,
+        "metadata": metadata,
+    });
+    Ok(serde_json::to_string_pretty(&report).expect("reports serialise"))
+}
+
 /// A report on the weights file at `path`; `shown` is how the report names it.
 pub fn inspect(path: &Path, shown: &Path) -> Result<String, FormatError> {
-    let (rows, metadata) = if path.extension().is_some_and(|e| e == "gguf") {
-        gguf_rows(path, shown)?
-    } else {
-        safetensors_rows(path, shown)?
-    };
+    let (rows, metadata) = rows(path, shown)?;
     let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
 
     let mut cells =

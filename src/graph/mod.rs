@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use dot::to_dot;
-pub use render::render_plan;
+pub use render::{render_plan, CachedSteps};
 
 use crate::check::{Checked, SearchSpec, Spec};
+use crate::digest::FileHashes;
 
 /// The version that goes into every hash: a new program may compute
 /// different numbers, so its results must not be mistaken for old ones.
@@ -74,9 +75,9 @@ pub struct GraphError {
     pub source: std::io::Error,
 }
 
-/// Build the graph of a checked recipe. Data and weight files are hashed,
-/// so this reads them whole (once per run).
-pub fn plan(checked: &Checked, base_dir: &Path) -> Result<Graph, GraphError> {
+/// Build the graph of a checked recipe. Data and weight files are hashed, so this reads them
+/// whole, unless `hashes` remembers them unchanged.
+pub fn plan(checked: &Checked, base_dir: &Path, files: &FileHashes) -> Result<Graph, GraphError> {
     let order = topological_order(checked);
     let settings = serde_json::to_string(&checked.settings).expect("settings serialise");
     let mut hashes: BTreeMap<&str, String> = BTreeMap::new();
@@ -95,7 +96,9 @@ pub fn plan(checked: &Checked, base_dir: &Path) -> Result<Graph, GraphError> {
             hasher.update(hashes[input.as_str()].as_bytes());
         }
         for path in &reads {
-            hasher.update(file_hash(&base_dir.join(path))?.as_bytes());
+            let full = base_dir.join(path);
+            let hash = files.hash(&full).map_err(|source| GraphError { path: full, source })?;
+            hasher.update(hash.as_bytes());
         }
         let hash = hasher.finalize().to_hex().to_string();
         hashes.insert(&block.name, hash.clone());
@@ -156,10 +159,4 @@ fn writes(spec: &Spec, recipe: &str, block: &str) -> Vec<PathBuf> {
         Spec::Search(_) => SearchSpec::table_files(recipe, block).to_vec(),
         _ => vec![],
     }
-}
-
-fn file_hash(path: &Path) -> Result<String, GraphError> {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap(path).map_err(|source| GraphError { path: path.to_path_buf(), source })?;
-    Ok(hasher.finalize().to_hex().to_string())
 }

@@ -1,29 +1,41 @@
-//! The plan as text, for `recipe plan`: the steps in run order with what
-//! each reads and writes.
+//! The plan as text, for `recipe plan`: the steps in run order, whether each will run or comes
+//! from the cache, what each reads and writes and the bytes it writes.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use super::Graph;
-use crate::check::{Checked, Pattern, PruneAmount, SaveFormat, Spec, TensorInfo};
+use crate::check::{
+    Checked, Granularity, Pattern, PruneAmount, QuantScheme, QuantSpec, SaveFormat, Spec,
+    TensorInfo,
+};
 
-/// One line per step, then its reads and writes, indented.
-pub fn render_plan(checked: &Checked, graph: &Graph) -> String {
+/// The steps the cache holds, by name, with the bytes of each file they wrote.
+pub type CachedSteps = BTreeMap<String, Vec<(PathBuf, u64)>>;
+
+/// One line per step, then its reads and writes, indented. Steps in `cached` show as cached,
+/// with the real sizes of their files; the others as running, with the sizes known before.
+pub fn render_plan(checked: &Checked, graph: &Graph, cached: &CachedSteps) -> String {
     let mut out = String::new();
     let n = graph.nodes.len();
+    let hits = graph.nodes.iter().filter(|n| cached.contains_key(&n.name)).count();
     let _ = writeln!(
         out,
-        "recipe {}: {n} step{}",
+        "recipe {}: {n} step{}, {} to run, {hits} cached",
         checked.settings.name,
-        if n == 1 { "" } else { "s" }
+        if n == 1 { "" } else { "s" },
+        n - hits,
     );
     for (idx, node) in graph.nodes.iter().enumerate() {
         let Some(block) = checked.block(&node.name) else { continue };
         let _ = writeln!(
             out,
-            "{:>3}. {:<8} {:<16} runs   {}",
+            "{:>3}. {:<8} {:<16} {:<6} {}",
             idx + 1,
             node.kind,
             node.name,
+            if cached.contains_key(&node.name) { "cached" } else { "runs" },
             &node.hash[..12]
         );
         let mut reads: Vec<String> = node.inputs.iter().map(|i| format!("`{i}`")).collect();
@@ -36,14 +48,18 @@ pub fn render_plan(checked: &Checked, graph: &Graph) -> String {
         if !reads.is_empty() {
             let _ = writeln!(out, "       reads  {}", reads.join(", "));
         }
+        if let Some(files) = cached.get(&node.name) {
+            for (path, bytes) in files {
+                let size = crate::steps::eval::human_bytes(*bytes);
+                let _ = writeln!(out, "       writes {} ({size})", path.display());
+            }
+            continue;
+        }
         for path in &node.writes {
             let size = match &block.spec {
                 Spec::Save(s) => {
-                    // Channel pruning decides the new widths as it runs.
-                    let bound = match checked.block(&s.from).map(|b| &b.spec) {
-                        Some(Spec::Prune(p)) if p.pattern == Pattern::Channels => "at most",
-                        _ => "about",
-                    };
+                    let bound =
+                        if upper_bound_only(checked, &s.from) { "at most" } else { "about" };
                     weights_bytes(checked, &s.from, s.format)
                         .map(|b| format!(" ({bound} {})", crate::steps::eval::human_bytes(b)))
                         .unwrap_or_default()
@@ -56,10 +72,26 @@ pub fn render_plan(checked: &Checked, graph: &Graph) -> String {
     out
 }
 
+/// Whether the bytes of a block's weights can only be bounded before running: channel pruning
+/// decides the new widths as it runs, and a quantization tolerance decides which layers stay
+/// in float.
+fn upper_bound_only(checked: &Checked, name: &str) -> bool {
+    match checked.block(name).map(|b| &b.spec) {
+        Some(Spec::Prune(p)) => {
+            p.pattern == Pattern::Channels || upper_bound_only(checked, &p.from)
+        }
+        Some(Spec::Quantize(q)) => q.tolerance.is_some() || upper_bound_only(checked, &q.from),
+        _ => false,
+    }
+}
+
 /// The tensor bytes of a block's weights when they are known before
 /// running. In the sparse format, matrices pruned to a share `s` take a bit
 /// per entry and the `1 - s` non-zero values.
 fn weights_bytes(checked: &Checked, name: &str, format: SaveFormat) -> Option<u64> {
+    if let Spec::Quantize(q) = &checked.block(name)?.spec {
+        return quantized_bytes(checked, q);
+    }
     let tensors = tensors_of(checked, name)?;
     let pruned = match (&checked.block(name)?.spec, format) {
         (Spec::Prune(p), SaveFormat::Sparse) => match p.amount {
@@ -79,6 +111,52 @@ fn weights_bytes(checked: &Checked, name: &str, format: SaveFormat) -> Option<u6
         }
     };
     Some(tensors.iter().map(bytes).sum::<f64>().round() as u64)
+}
+
+/// The bytes of quantized weights as the integer layout or GGUF stores them: every targeted
+/// tensor in its scheme, the others as they were. With a tolerance this is the most they can
+/// take, every layer quantized being the least.
+fn quantized_bytes(checked: &Checked, q: &QuantSpec) -> Option<u64> {
+    let tensors = tensors_of(checked, &q.from)?;
+    let globs = |patterns: &[String]| {
+        let mut set = globset::GlobSetBuilder::new();
+        for p in patterns {
+            set.add(globset::Glob::new(p).ok()?);
+        }
+        set.build().ok()
+    };
+    let (targets, ignore) = (globs(&q.targets)?, globs(&q.ignore)?);
+    let mut total = 0u64;
+    for t in &tensors {
+        let n = t.shape.iter().product::<usize>() as u64;
+        let dense = n * dtype_size(&t.dtype);
+        let targeted = t.shape.len() >= 2 && targets.is_match(&t.name) && !ignore.is_match(&t.name);
+        if !targeted {
+            total += dense;
+            continue;
+        }
+        let (rows, row) = (t.shape[0] as u64, n / (t.shape[0].max(1) as u64));
+        let quantized = match (q.scheme, q.granularity) {
+            (QuantScheme::Int8 | QuantScheme::Int4, granularity) => {
+                let values = if q.scheme == QuantScheme::Int8 { n } else { n.div_ceil(2) };
+                let scales = match granularity {
+                    Granularity::PerTensor => 1,
+                    Granularity::PerChannel => rows,
+                    Granularity::Group(g) => rows * row.div_ceil(g as u64),
+                };
+                let zero_points = if q.symmetric { 0 } else { scales };
+                values + 4 * scales + zero_points
+            }
+            // Bytes of one block of 32 (q8_0, q4_0) or 256 (q4_k, q6_k) values, as GGML lays
+            // them out.
+            (QuantScheme::Q8_0, _) => n / 32 * 34,
+            (QuantScheme::Q4_0, _) => n / 32 * 18,
+            (QuantScheme::Q4K, _) => n / 256 * 144,
+            (QuantScheme::Q6K, _) => n / 256 * 210,
+        };
+        total += if q.tolerance.is_some() { dense } else { quantized };
+    }
+    Some(total)
 }
 
 fn tensors_of(checked: &Checked, name: &str) -> Option<Vec<TensorInfo>> {

@@ -15,7 +15,7 @@ use crate::nn::quant::{matmuls, Quantized};
 const LATENCY_REPEATS: usize = 50;
 
 /// The result of an eval step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Table {
     /// The eval block's name.
     pub name: String,

@@ -1,49 +1,96 @@
-//! The `load` step: weights from a safetensors file, dense, sparse or integer-quantized.
+//! The `load` step: weights from a safetensors file (dense, sparse or integer-quantized) or a
+//! GGUF file (GGML formats).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::DType;
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device};
 
-use crate::check::LoadSpec;
+use crate::check::{LoadSpec, QuantScheme};
 use crate::exec::{Artifact, Context, StepError, WeightsArtifact};
+use crate::formats::safetensors::{Metadata, Tensors};
 use crate::nn::quant::{QuantMap, Quantized};
+use crate::nn::Weights;
 
 pub fn run(spec: &LoadSpec, ctx: &Context) -> Result<Artifact, StepError> {
     let full = ctx.base_dir.join(&spec.path);
-    let (raw, metadata) = crate::formats::safetensors::read(&full)
-        .map_err(|e| StepError::new(e.with_path(&spec.path).to_string(), help(&spec.path)))?;
-    let damaged =
-        |e: String| StepError::new(format!("`{}`: {e}", spec.path.display()), help(&spec.path));
-    let (raw, ints) =
-        crate::formats::quant::decode(raw, &metadata).map_err(|e| damaged(e.to_string()))?;
-    let raw = crate::formats::sparse::decode(raw, &metadata).map_err(|e| damaged(e.to_string()))?;
-    let mut tensors = BTreeMap::new();
-    let mut quant = QuantMap::new();
-    // Integer tensors run as the values they stand for, and keep their quantized form so that
-    // saving them again writes the same integers.
-    for (name, q) in ints {
-        let q = Quantized::Int(q);
-        tensors.insert(name.clone(), q.dequantize(ctx.dev)?);
-        quant.insert(name, q);
+    let is_gguf = spec.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let (mut tensors, quant, metadata) = if is_gguf {
+        read_gguf(&full, ctx.dev)
+    } else {
+        crate::formats::safetensors::read(&full)
+            .map_err(|e| e.with_path(&spec.path).to_string())
+            .and_then(|(raw, metadata)| decode_safetensors(raw, metadata, ctx.dev))
     }
-    for (name, t) in raw {
-        let mut tensor = t.to_tensor(ctx.dev)?;
-        // A model runs in f32; without one the tensors pass through as
-        // stored.
-        if spec.arch.is_some() && tensor.dtype() != DType::F32 {
-            tensor = tensor.to_dtype(DType::F32)?;
+    .map_err(|e| StepError::new(format!("`{}`: {e}", spec.path.display()), help(&spec.path)))?;
+
+    // A model runs in f32; without one the tensors pass through as stored.
+    if spec.arch.is_some() {
+        for t in tensors.values_mut() {
+            if t.dtype() != DType::F32 {
+                *t = t.to_dtype(DType::F32)?;
+            }
         }
-        tensors.insert(name, tensor);
     }
     // Files written by `recipe` carry the metrics of the step that made
     // them; keep them so a loaded model can be traced.
-    let metrics: BTreeMap<String, f64> =
-        metadata.get("metrics").and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default();
+    let metrics: BTreeMap<String, f64> = ["metrics", "recipe.metrics"]
+        .iter()
+        .find_map(|k| metadata.get(*k).and_then(|m| serde_json::from_str(m).ok()))
+        .unwrap_or_default();
     let mut weights = WeightsArtifact::plain(spec.arch.clone(), tensors, ctx.node, metrics);
     weights.quant = quant;
     Ok(Artifact::Weights(Arc::new(weights)))
+}
+
+/// The tensors of a safetensors file's contents, in their stored dtypes: sparse tensors made
+/// dense again, integer tensors as the values they stand for, with their quantized form kept
+/// so that saving them again writes the same integers.
+pub fn decode_safetensors(
+    raw: Tensors,
+    metadata: Metadata,
+    dev: &Device,
+) -> Result<(Weights, QuantMap, Metadata), String> {
+    let (raw, ints) = crate::formats::quant::decode(raw, &metadata).map_err(|e| e.to_string())?;
+    let raw = crate::formats::sparse::decode(raw, &metadata).map_err(|e| e.to_string())?;
+    let mut tensors = BTreeMap::new();
+    let mut quant = QuantMap::new();
+    for (name, q) in ints {
+        let q = Quantized::Int(q);
+        tensors.insert(name.clone(), q.dequantize(dev).map_err(|e| e.to_string())?);
+        quant.insert(name, q);
+    }
+    for (name, t) in raw {
+        let tensor = t.to_tensor(dev).map_err(|e| format!("tensor `{name}`: {e}"))?;
+        tensors.insert(name, tensor);
+    }
+    Ok((tensors, quant, metadata))
+}
+
+/// The tensors of a GGUF file: those in a GGML format with their quantized form, as the
+/// values they stand for; float ones as they are.
+pub fn read_gguf(path: &Path, dev: &Device) -> Result<(Weights, QuantMap, Metadata), String> {
+    let (entries, metadata) = crate::formats::gguf::read(path, dev).map_err(|e| e.to_string())?;
+    let mut tensors = BTreeMap::new();
+    let mut quant = QuantMap::new();
+    for (name, (q, t)) in entries {
+        let scheme = match q.dtype() {
+            GgmlDType::Q8_0 => Some(QuantScheme::Q8_0),
+            GgmlDType::Q4_0 => Some(QuantScheme::Q4_0),
+            GgmlDType::Q4K => Some(QuantScheme::Q4K),
+            GgmlDType::Q6K => Some(QuantScheme::Q6K),
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => None,
+            other => return Err(format!("tensor `{name}` is {other:?}, which recipe cannot run")),
+        };
+        if let Some(scheme) = scheme {
+            let shape = t.dims().to_vec();
+            quant.insert(name.clone(), Quantized::Ggml { tensor: Arc::new(q), shape, scheme });
+        }
+        tensors.insert(name, t);
+    }
+    Ok((tensors, quant, metadata))
 }
 
 fn help(path: &Path) -> String {

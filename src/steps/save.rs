@@ -99,7 +99,9 @@ pub fn metadata(weights: &WeightsArtifact, ctx: &Context) -> BTreeMap<String, St
     meta.insert("format".to_string(), "pt".to_string());
     meta.insert("program".to_string(), PROGRAM_VERSION.to_string());
     meta.insert("recipe".to_string(), ctx.recipe_name.to_string());
-    meta.insert("recipe_hash".to_string(), ctx.recipe_hash.to_string());
+    // The save step's own hash covers every setting and input file the weights came from, and
+    // nothing else, so editing an unrelated block leaves the file (and its cache entry) alone.
+    meta.insert("recipe_hash".to_string(), ctx.node.hash.clone());
     meta.insert("step".to_string(), weights.made_by.clone());
     meta.insert("step_hash".to_string(), weights.step_hash.clone());
     meta.insert(

@@ -6,11 +6,13 @@
 //! words, never by grammar rule.
 
 pub mod ast;
+pub mod fmt;
 mod parse;
 
 use miette::Diagnostic;
 use thiserror::Error;
 
+pub use fmt::format;
 pub use parse::{parse, parse_value, MAX_DEPTH};
 
 use crate::span::Span;

@@ -16,7 +16,13 @@ pub struct Ran {
 }
 
 pub fn options(recipe: &Recipe) -> RunOptions {
-    RunOptions { device: None, base_dir: recipe.base_dir(), progress: ProgressMode::Quiet, jobs: 1 }
+    RunOptions {
+        device: None,
+        base_dir: recipe.base_dir(),
+        progress: ProgressMode::Quiet,
+        jobs: 1,
+        use_cache: true,
+    }
 }
 
 /// Copy the recipe's folder (without earlier outputs) to a fresh temporary

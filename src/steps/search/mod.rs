@@ -9,8 +9,8 @@
 //! - Trials run side by side on `--jobs` threads. Each trial draws from its own generator
 //!   (the step's seed and the trial's number) and results are gathered in trial order, so
 //!   the table and the chosen weights do not depend on the number of jobs.
-//! - Every finished trial is stored under `.recipe/trials/` beside the recipe, keyed by the
-//!   step's content hash, the trial's number, values and epochs. A search that was
+//! - Every finished trial is stored under `.recipe/trials/STEP_HASH/` beside the recipe, keyed
+//!   by the trial's number, values and epochs. A search that was
 //!   interrupted takes its finished trials from there and trains only the rest.
 //! - The objective is measured on the validation split of the trained data; ties go to the
 //!   lower trial number.
@@ -54,7 +54,8 @@ pub fn run(spec: &SearchSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact
         .num_threads(ctx.jobs.max(1))
         .build()
         .map_err(|e| StepError::new(format!("cannot start trial threads: {e}"), "lower --jobs"))?;
-    let store = ctx.base_dir.join(TRIAL_STORE);
+    // One folder per search step, so that `recipe clean` can drop those no recipe refers to.
+    let store = ctx.base_dir.join(TRIAL_STORE).join(&ctx.node.hash);
 
     // Each rung trains its trials side by side and keeps the best 1/eta for the next.
     let mut alive: Vec<usize> = (0..points.len()).collect();
