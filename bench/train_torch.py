@@ -4,6 +4,8 @@
 The reference side of `examples/bench_train.rs`, which writes the data and runs this script
 between its own runs. The loop is the one `recipe` runs: a fresh random order every epoch,
 mini-batches of `--batch` (the last one smaller), cross-entropy, SGD with momentum 0.9.
+`--model conv` trains the convolutional workload on the features read as 28x28 images;
+`--threads` sets PyTorch's intra-op threads.
 
     python bench/train_torch.py --data d.safetensors --hidden 512,512 --batch 128 --epochs 4
 """
@@ -23,8 +25,12 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--model", choices=["mlp", "conv"], default="mlp")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(1)
     data = load_file(args.data)
     xs, ys = data["x"], data["y"]
@@ -32,6 +38,19 @@ def main():
     classes = int(ys.max()) + 1
 
     layers, width = [], d
+    if args.model == "conv":
+        # The convolutional workload: 28x28 images, as examples/bench_train.rs builds it.
+        layers = [
+            torch.nn.Unflatten(1, (1, 28, 28)),
+            torch.nn.Conv2d(1, 16, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(16, 32, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(),
+        ]
+        width = 32 * 7 * 7
     for h in [int(h) for h in args.hidden.split(",") if h]:
         layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
         width = h

@@ -145,7 +145,8 @@ impl Recipe {
     }
 
     /// Compile and run, with `only` restricting the run to one step and
-    /// what it needs.
+    /// what it needs. A recipe read from a file gets its lock file, `NAME.lock`, beside it; one
+    /// held in memory under a path where no file is does not.
     pub fn run(
         &self,
         overrides: &[String],
@@ -162,7 +163,9 @@ impl Recipe {
         };
         let report = exec::run(&compiled.checked, &graph, options)
             .map_err(|e| diag::run_error(self, overrides, e))?;
-        self.write_lock(&compiled, &report)?;
+        if self.path.is_file() {
+            self.write_lock(&compiled, &report)?;
+        }
         Ok((compiled, report))
     }
 

@@ -232,7 +232,7 @@ fn a_damaged_cache_entry_is_found_and_recomputed() {
 /// run, and no temporary file survives. Every file present after a kill is whole.
 #[test]
 fn killed_runs_resume_to_the_same_bytes() {
-    let args = ["run", "digits.opt", "--jobs", "2", "--set", "tuned.trials=4"];
+    let args = ["run", "digits.opt", "--jobs", "2"];
     let text = std::fs::read_to_string(package().join("recipes/digits.opt")).unwrap();
 
     let reference = tempfile::tempdir().unwrap();

@@ -292,11 +292,13 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
     let base = options.base_dir.as_path();
     let hashes = FileHashes::open(base);
     let cache = Cache::open(base).map_err(|e| cache_error(base, e))?;
+    // What killed runs left half-written; the lock taken above keeps live runs out.
     for node in &graph.nodes {
         for path in &node.writes {
             cache::remove_stale_temporaries(&base.join(path));
         }
     }
+    steps::search::remove_stale_temporaries(base);
     let mut report = RunReport::default();
 
     // What the cache holds.

@@ -6,6 +6,7 @@
 //! - [`optim`]: SGD, Adam and AdamW with PyTorch's update rules, over `Var`s.
 //! - [`train`]: the training loop, with schedules, early stopping and
 //!   gradient-free random search.
+//! - [`dense`]: the fused CPU path the training loop takes for multilayer perceptrons.
 //! - [`metrics`]: loss functions, accuracy and latency.
 //!
 //! Every random value (initial weights, shuffles, dropout masks, noise) comes from the
@@ -13,6 +14,7 @@
 //! seed give bit-identical weights on the CPU.
 
 pub mod channels;
+pub mod dense;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -7,7 +7,8 @@
 //! split, when given and not empty, is scored without dropout.
 //!
 //! - Gradient optimizers (`sgd`, `adam`, `adamw`) run a backward pass over `Var`s and update
-//!   them with the rules in [`optim`].
+//!   them with the rules in [`optim`]; multilayer perceptrons on the CPU take the fused path of
+//!   [`super::dense`] instead, which computes the same steps without candle's autograd.
 //! - `random_search(sigma)` uses no gradients. For each mini-batch it computes the loss of the
 //!   current weights, draws noise `N(0, sigma^2)` for every parameter, computes the loss of the
 //!   perturbed weights on the same batch (with the same dropout masks, so the two losses are
@@ -26,6 +27,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Tensor, Var};
 use tracing::{debug, trace};
 
+use super::dense::Dense;
 use super::metrics::{check_labels, loss, score};
 use super::model::{arch_weights, forward};
 use super::optim;
@@ -157,6 +159,9 @@ pub struct Constraints {
     /// scheme, while the gradient flows straight through to the float weights underneath
     /// (the straight-through estimator of quantization-aware training).
     pub fake_quant: BTreeMap<String, Scheme>,
+    /// Train on candle's autograd even where the fused path of [`super::dense`] applies, to
+    /// compare the two.
+    pub plain: bool,
 }
 
 /// [`fit`] under `constraints`.
@@ -206,6 +211,20 @@ pub fn fit_constrained(
 
     // Every parameter becomes a `Var` with its own storage, so `init` stays as it was.
     let params = arch_weights(arch, init)?;
+    // Models the fused path covers train there; the `Var`s then only start it off.
+    let mut fused = match constraints.plain || !fake.is_empty() {
+        true => None,
+        false => Dense::new(
+            arch,
+            &params,
+            masks,
+            &settings.optimizer,
+            settings.loss,
+            data.classes,
+            (&train_x, &train_y),
+        )?,
+    };
+    debug!(fused = fused.is_some(), "training path");
     let mut vars = Vec::with_capacity(params.len());
     for (name, t) in params {
         vars.push((name, Var::from_tensor(&t.to_device(&dev)?.detach())?));
@@ -245,6 +264,15 @@ pub fn fit_constrained(
         let mut loss_sum = 0.0;
         for chunk in order.chunks(settings.batch) {
             let b_sz = chunk.len();
+            if let Some(dense) = fused.as_mut() {
+                let value = dense.step(chunk, lr, &mut dropout_rng);
+                if !value.is_finite() {
+                    return Err(TrainError::NonFinite { epoch, value });
+                }
+                trace!(epoch, b_sz, loss = value, "batch");
+                loss_sum += value * b_sz as f64;
+                continue;
+            }
             let idx: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
             let idx = Tensor::from_vec(idx, b_sz, &dev)?;
             let xs = train_x.index_select(&idx, 0)?;
@@ -280,14 +308,21 @@ pub fn fit_constrained(
 
         // A rate too high can overflow the weights on the last batch without any loss seeing
         // it, so the weights themselves are checked too.
-        if !all_finite(&vars)? {
+        let finite = match &fused {
+            Some(dense) => dense.all_finite(),
+            None => all_finite(&vars)?,
+        };
+        if !finite {
             return Err(TrainError::NonFiniteWeights { epoch });
         }
 
         // Score the validation split with the weights as they are now.
         let (mut val_loss, mut val_accuracy) = (None, None);
         if let Some((val_x, val_y)) = &val {
-            let now = quantized_view(&vars, fake)?;
+            let now = match &fused {
+                Some(dense) => dense.weights(&dev)?,
+                None => quantized_view(&vars, fake)?,
+            };
             let scores = score(arch, &now, val_x, val_y, settings.loss, data.classes)?;
             if !scores.loss.is_finite() {
                 return Err(TrainError::NonFinite { epoch, value: scores.loss });
@@ -303,7 +338,11 @@ pub fn fit_constrained(
         // Keep a copy of the best weights so far, and stop when patience runs out.
         if let (Some(patience), Some(val_loss)) = (patience, val_loss) {
             if best.as_ref().is_none_or(|(best_loss, _, _)| val_loss < *best_loss) {
-                best = Some((val_loss, epoch, snapshot(&vars)?));
+                let weights = match &fused {
+                    Some(dense) => dense.weights(&dev)?,
+                    None => snapshot(&vars)?,
+                };
+                best = Some((val_loss, epoch, weights));
                 since_best = 0;
             } else {
                 since_best += 1;
@@ -316,9 +355,10 @@ pub fn fit_constrained(
         }
     }
 
-    let (weights, best_epoch) = match best {
-        Some((_, epoch, weights)) => (weights, epoch),
-        None => (snapshot(&vars)?, history.len()),
+    let (weights, best_epoch) = match (best, &fused) {
+        (Some((_, epoch, weights)), _) => (weights, epoch),
+        (None, Some(dense)) => (dense.weights(&dev)?, history.len()),
+        (None, None) => (snapshot(&vars)?, history.len()),
     };
     Ok(FitOutcome { weights, history, best_epoch, stopped_early })
 }

@@ -36,6 +36,23 @@ use space::Values;
 /// Where finished trials are kept, relative to the recipe's folder.
 pub const TRIAL_STORE: &str = ".recipe/trials";
 
+/// Remove what killed searches left half-written in the trial store of `base_dir`: the
+/// temporary files (`.NAME.tmp-PID`) of trials that never got their final name. The caller
+/// must hold the folder's cache lock, so that no live run is writing them.
+pub fn remove_stale_temporaries(base_dir: &Path) {
+    let Ok(steps) = std::fs::read_dir(base_dir.join(TRIAL_STORE)) else { return };
+    let own = format!(".tmp-{}", std::process::id());
+    for step in steps.flatten() {
+        let Ok(files) = std::fs::read_dir(step.path()) else { continue };
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") && !name.ends_with(&own) {
+                let _ = std::fs::remove_file(file.path());
+            }
+        }
+    }
+}
+
 pub fn run(spec: &SearchSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
     let points: Vec<Values> = match spec.strategy {
         Strategy::Grid => space::grid(&spec.space).into_iter().take(spec.trials).collect(),
