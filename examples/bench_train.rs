@@ -23,7 +23,8 @@
 //! ```
 //!
 //! Without `--python` only `recipe` is measured. `--rounds N` (default 5), `--only
-//! digits|large|conv` and `--no-plain` change what runs.
+//! digits|large|conv`, `--no-plain` (skip candle's autograd) and `--plain-only` (only candle's
+//! autograd, for profiling it) change what runs.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -257,6 +258,7 @@ fn main() {
     let mut rounds = 5;
     let mut only: Option<String> = None;
     let mut plain = true;
+    let mut fused = true;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -264,6 +266,7 @@ fn main() {
             "--rounds" => rounds = args.next().and_then(|r| r.parse().ok()).expect("--rounds N"),
             "--only" => only = args.next(),
             "--no-plain" => plain = false,
+            "--plain-only" => fused = false,
             other => panic!("unknown argument `{other}`"),
         }
     }
@@ -292,9 +295,11 @@ fn main() {
         let (mut ours, mut candle, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
         let (mut our_loss, mut their_loss) = (f64::NAN, f64::NAN);
         for _ in 0..rounds {
-            let (ms, loss) = run_recipe(&w, &dev, false);
-            ours.extend(ms);
-            our_loss = loss;
+            if fused {
+                let (ms, loss) = run_recipe(&w, &dev, false);
+                ours.extend(ms);
+                our_loss = loss;
+            }
             // The convolutional model has no fused path: both runs would be the same.
             if plain && !w.conv {
                 candle.extend(run_recipe(&w, &dev, true).0);

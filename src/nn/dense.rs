@@ -426,56 +426,83 @@ fn plan(arch: &Arch) -> Option<(Vec<Op>, Vec<usize>)> {
     ops.iter().any(|op| matches!(op, Op::Linear { .. })).then_some((ops, widths))
 }
 
-/// A row-major matrix of `rows x cols`, or with `transposed` the transpose of a row-major
-/// `cols x rows` one, read in place.
+/// A matrix of `rows x cols` read in place from `data` through strides: row-major, or with
+/// `transposed` the transpose of a row-major `cols x rows` one.
 #[derive(Clone, Copy)]
 struct MatRef<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
-    transposed: bool,
+    /// The distance between neighbours in a row and in a column.
+    col_stride: usize,
+    row_stride: usize,
 }
 
 impl<'a> MatRef<'a> {
     fn new(data: &'a [f32], rows: usize, cols: usize, transposed: bool) -> Self {
-        assert!(data.len() >= rows * cols, "a matrix needs {rows} x {cols} values");
-        MatRef { data, rows, cols, transposed }
+        let (col_stride, row_stride) = if transposed { (rows, 1) } else { (1, cols) };
+        let view = MatRef { data, rows, cols, col_stride, row_stride };
+        assert!(view.fits(), "a matrix needs {rows} x {cols} values");
+        view
     }
 
-    /// Column and row strides.
-    fn strides(&self) -> (isize, isize) {
-        if self.transposed {
-            (self.rows as isize, 1)
-        } else {
-            (1, self.cols as isize)
-        }
+    /// Whether every entry lies inside `data`.
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < self.data.len()
+    }
+
+    /// Rows `start..start + len`.
+    fn rows(&self, start: usize, len: usize) -> MatRef<'a> {
+        assert!(start + len <= self.rows, "rows inside the matrix");
+        let offset = (start * self.row_stride).min(self.data.len());
+        MatRef { data: &self.data[offset..], rows: len, ..*self }
     }
 }
 
 /// `dst = lhs . rhs`, or `dst += lhs . rhs` with `accumulate`, for a row-major `dst`.
+///
+/// A large product is cut into bands of rows, one a thread, each a single-threaded gemm call.
+/// That costs each thread a packing of `rhs` but no synchronisation inside gemm, which on two
+/// cores was the cheaper side. Each entry of the result is still one dot product summed in
+/// gemm's fixed order, so the bands, and the number of threads, do not change the result.
 fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, accumulate: bool) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "inner dimensions agree");
     assert!(dst.len() >= m * n, "the destination holds {m} x {n} values");
+    let dst = &mut dst[..m * n];
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            dst.fill(0.0);
         }
         return;
     }
-    let ((lhs_cs, lhs_rs), (rhs_cs, rhs_rs)) = (lhs.strides(), rhs.strides());
-    // gemm splits the output between threads, never a sum, so the result does not depend on
-    // the number of threads. Small products stay on one thread, where handing out work would
-    // cost more than it saves.
-    let parallelism =
-        if m * n * k >= 1 << 18 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: every matrix was checked above to hold its `rows x cols` values, and the strides
-    // of `MatRef::strides` and of the row-major `dst` address exactly those values, so gemm
-    // reads and writes inside the three slices only; `dst` is borrowed mutably and so does not
-    // alias `lhs` or `rhs`.
+    let threads = rayon::current_num_threads();
+    let bands = if m * n * k >= 1 << 18 { threads.min(m.div_ceil(16)) } else { 1 };
+    if bands <= 1 {
+        gemm_band(dst, lhs, rhs, accumulate);
+        return;
+    }
+    let band = m.div_ceil(bands);
+    dst.par_chunks_mut(band * n).enumerate().for_each(|(i, dst)| {
+        let rows = dst.len() / n;
+        gemm_band(dst, lhs.rows(i * band, rows), rhs, accumulate);
+    });
+}
+
+/// [`matmul`] on one thread.
+fn gemm_band(dst: &mut [f32], lhs: MatRef, rhs: MatRef, accumulate: bool) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert!(lhs.fits() && rhs.fits() && rhs.rows == k && dst.len() >= m * n);
+    // SAFETY: the assertion above says that every entry `lhs` and `rhs` address through their
+    // strides lies inside their slices and that `dst` holds the `m x n` row-major result, so
+    // gemm reads and writes inside the three slices only; `dst` is borrowed mutably and so
+    // does not alias `lhs` or `rhs`.
     unsafe {
         gemm::gemm(
             m,
@@ -486,17 +513,17 @@ fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, accumulate: bool) {
             n as isize,
             accumulate,
             lhs.data.as_ptr(),
-            lhs_cs,
-            lhs_rs,
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
             rhs.data.as_ptr(),
-            rhs_cs,
-            rhs_rs,
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
             1.0,
             1.0,
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         );
     }
 }
