@@ -5,7 +5,10 @@
 //! the entry holds, the payload files it names (weights, a dataset) and copies of the files the
 //! step wrote into the recipe's folder, so that a deleted or edited output can be put back
 //! without running the step. The manifest's first line is the blake3 hash of the rest, and it
-//! lists the hash of every other file, so a damaged entry is found before it is used.
+//! lists the hash of every other file, so a damaged entry is found before it is used. Those
+//! files are hashed through the remembered hashes of [`crate::digest::FileHashes`], so damage
+//! that keeps a file's size and modification time (a failing disk rather than an edit) goes
+//! unseen until the memo is removed.
 //!
 //! An entry is written whole into `tmp-HASH-PID/` and then renamed into place, so a reader
 //! sees all of it or none of it; a run that was killed leaves only a temporary folder, which
