@@ -103,8 +103,9 @@ pub type Tensors = BTreeMap<String, (QTensor, Tensor)>;
 /// Every tensor of a GGUF file, dequantized to f32 on `dev`, and the file's string metadata.
 pub fn read(path: &Path, dev: &Device) -> Result<(Tensors, BTreeMap<String, String>), GgufError> {
     let bad = |message: String| GgufError::Read { path: path.to_owned(), message };
+    let bad_candle = |e: candle_core::Error| bad(candle_message(e));
     let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-    let content = gguf_file::Content::read(&mut file).map_err(|e| bad(e.to_string()))?;
+    let content = gguf_file::Content::read(&mut file).map_err(bad_candle)?;
     let mut metadata = BTreeMap::new();
     for (key, value) in &content.metadata {
         if let Ok(s) = value.to_string() {
@@ -117,13 +118,24 @@ pub fn read(path: &Path, dev: &Device) -> Result<(Tensors, BTreeMap<String, Stri
     };
     let mut tensors = BTreeMap::new();
     for name in content.tensor_infos.keys() {
-        let q = content.tensor(&mut file, name, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
-        let mut t = q.dequantize(&Device::Cpu).map_err(|e| bad(e.to_string()))?;
+        let q = content.tensor(&mut file, name, &Device::Cpu).map_err(bad_candle)?;
+        let mut t = q.dequantize(&Device::Cpu).map_err(bad_candle)?;
         if let Some(shape) = shapes.get(name) {
-            t = t.reshape(shape.as_slice()).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            t = t
+                .reshape(shape.as_slice())
+                .map_err(|e| bad(format!("tensor `{name}`: {}", candle_message(e))))?;
         }
-        let t = t.to_device(dev).map_err(|e| bad(e.to_string()))?;
+        let t = t.to_device(dev).map_err(bad_candle)?;
         tensors.insert(name.clone(), (q, t));
     }
     Ok((tensors, metadata))
+}
+
+/// A candle error's message, without the backtrace candle attaches to it when `RUST_BACKTRACE`
+/// is set: a diagnostic about a file should say what is wrong with the file.
+fn candle_message(e: candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(*inner),
+        other => other.to_string(),
+    }
 }

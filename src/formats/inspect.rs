@@ -178,7 +178,11 @@ fn gguf_rows(
     shown: &Path,
 ) -> Result<(Vec<Row>, BTreeMap<String, String>), FormatError> {
     let (tensors, metadata) = gguf::read(path, &Device::Cpu).map_err(|e| {
-        FormatError::InvalidHeader { path: shown.to_path_buf(), detail: e.to_string() }
+        let detail = match e {
+            gguf::GgufError::Read { message, .. } => message,
+            other => other.to_string(),
+        };
+        FormatError::Gguf { path: shown.to_path_buf(), detail }
     })?;
     let mut rows = Vec::new();
     for (name, (q, t)) in &tensors {

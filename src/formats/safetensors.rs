@@ -78,6 +78,9 @@ pub enum FormatError {
     MissingTensor { path: PathBuf, name: String, available: String },
     #[error("`{}`: {source}", path.display())]
     Crate { path: PathBuf, source: safetensors::SafeTensorError },
+    /// A GGUF file that cannot be read, with why.
+    #[error("`{}` is not a GGUF file recipe can read: {detail}", path.display())]
+    Gguf { path: PathBuf, detail: String },
 }
 
 impl FormatError {
@@ -95,7 +98,8 @@ impl FormatError {
             | FormatError::DataTruncated { path, .. }
             | FormatError::TrailingBytes { path, .. }
             | FormatError::MissingTensor { path, .. }
-            | FormatError::Crate { path, .. } => path,
+            | FormatError::Crate { path, .. }
+            | FormatError::Gguf { path, .. } => path,
         };
         *path = shown.to_owned();
         self
