@@ -547,3 +547,179 @@ fn fmt_leaves_a_file_that_does_not_parse_alone() {
 fn fmt_needs_a_file() {
     assert_eq!(recipe_cmd(&["fmt"], &package()).status.code(), Some(2));
 }
+
+// ---------------------------------------------------------------------------
+// Generated recipes
+
+/// Recipe text generated from the grammar: any block kinds and names, settings separated by
+/// newlines or commas, every value form nested a few levels deep, and comments wherever a line
+/// may end.
+mod generated {
+    use proptest::prelude::*;
+
+    fn ident() -> impl Strategy<Value = String> {
+        "[a-z_][a-z0-9_]{0,7}"
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop::collection::vec(ident(), 1..3).prop_map(|parts| parts.join("."))
+    }
+
+    fn comment() -> BoxedStrategy<String> {
+        prop_oneof![
+            3 => Just(String::new()),
+            1 => "[ a-zA-Z0-9=,#{}\\[\\]()\"'.-]{0,20}".prop_map(|c| format!("  # {c}")),
+        ]
+        .boxed()
+    }
+
+    /// Digits, with an underscore between groups now and then.
+    fn digits() -> impl Strategy<Value = String> {
+        (0u32..2_000_000, any::<bool>()).prop_map(|(n, grouped)| {
+            let plain = n.to_string();
+            if !grouped {
+                return plain;
+            }
+            let mut out = String::new();
+            for (i, c) in plain.chars().enumerate() {
+                if i > 0 && (plain.len() - i) % 3 == 0 {
+                    out.push('_');
+                }
+                out.push(c);
+            }
+            out
+        })
+    }
+
+    fn number() -> impl Strategy<Value = String> {
+        let sign = prop_oneof![Just(""), Just("-")];
+        let body = prop_oneof![
+            digits(),
+            (digits(), "[0-9]{1,4}").prop_map(|(a, b)| format!("{a}.{b}")),
+            (digits(), "[eE]", "[+-]?", 0u32..30).prop_map(|(a, e, s, x)| format!("{a}{e}{s}{x}")),
+            ("[0-9]", "[0-9]{1,3}", -20i32..20).prop_map(|(a, b, x)| format!("{a}.{b}e{x}")),
+        ];
+        (sign, body).prop_map(|(s, b)| format!("{s}{b}"))
+    }
+
+    fn string() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            4 => "[ a-zA-Z0-9/._#,=é]".prop_map(|c| c.to_string()),
+            1 => prop_oneof![Just("\\\""), Just("\\\\"), Just("\\n"), Just("\\t")]
+                .prop_map(str::to_string),
+        ];
+        prop::collection::vec(piece, 0..12).prop_map(|p| format!("\"{}\"", p.concat()))
+    }
+
+    fn leaf() -> impl Strategy<Value = String> {
+        prop_oneof![
+            number(),
+            number().prop_map(|n| format!("{n}%")),
+            string(),
+            prop_oneof![Just("true"), Just("false")].prop_map(str::to_string),
+            ident(),
+            (ident(), prop::collection::vec(ident(), 1..3))
+                .prop_map(|(a, rest)| format!("{a}.{}", rest.join("."))),
+        ]
+    }
+
+    /// Items separated by commas, each on its own line (with a comment) or all on one, with or
+    /// without a trailing comma.
+    fn separated(items: Vec<(String, String)>, multiline: bool, trailing: bool) -> String {
+        if items.is_empty() {
+            return String::new();
+        }
+        let n = items.len();
+        let mut out = String::new();
+        for (i, (item, comment)) in items.into_iter().enumerate() {
+            out.push_str(&item);
+            if i + 1 < n || trailing {
+                out.push(',');
+            }
+            if multiline {
+                out.push_str(&comment);
+                out.push('\n');
+            } else if i + 1 < n {
+                out.push(' ');
+            }
+        }
+        if multiline {
+            format!("\n{out}")
+        } else {
+            out
+        }
+    }
+
+    pub fn value() -> impl Strategy<Value = String> {
+        leaf().prop_recursive(3, 24, 4, |inner| {
+            let items = prop::collection::vec((inner.clone(), comment()), 0..4);
+            let named = prop::collection::vec(((ident(), inner.clone()), comment()), 0..3);
+            prop_oneof![
+                (items.clone(), any::<bool>(), any::<bool>())
+                    .prop_map(|(items, m, t)| { format!("[{}]", separated(items, m, t)) }),
+                (ident(), items, named, any::<bool>(), any::<bool>()).prop_map(
+                    |(name, positional, named, m, t)| {
+                        let mut args = positional;
+                        args.extend(named.into_iter().map(|((k, v), c)| (format!("{k} = {v}"), c)));
+                        format!("{name}({})", separated(args, m, t))
+                    }
+                ),
+                prop::collection::vec(((key(), inner), comment()), 0..3)
+                    .prop_map(|settings| body(settings, false)),
+            ]
+        })
+    }
+
+    /// `{ ... }` holding `settings`, one a line, or comma-separated on one line.
+    fn body(settings: Vec<((String, String), String)>, one_line: bool) -> String {
+        if settings.is_empty() {
+            return "{}".into();
+        }
+        if one_line {
+            let parts: Vec<String> =
+                settings.into_iter().map(|((k, v), _)| format!("{k} = {v}")).collect();
+            return format!("{{ {} }}", parts.join(", "));
+        }
+        let mut out = String::from("{\n");
+        for ((k, v), comment) in settings {
+            out.push_str(&format!("    {k} = {v}{comment}\n"));
+        }
+        out.push('}');
+        out
+    }
+
+    pub fn file() -> impl Strategy<Value = String> {
+        let setting = ((key(), value()), comment());
+        let block =
+            (ident(), ident(), prop::collection::vec(setting, 0..5), any::<bool>(), comment())
+                .prop_map(|(kind, name, settings, one_line, above)| {
+                    let above = above.trim_start().to_string();
+                    let above = if above.is_empty() { above } else { format!("{above}\n") };
+                    // A comment ends its line, so a one-line body cannot hold one.
+                    let one_line = one_line && !body_has_comments(&settings);
+                    format!("{above}{kind} {name} {}", body(settings, one_line))
+                });
+        prop::collection::vec(block, 0..4).prop_map(|blocks| blocks.join("\n\n") + "\n")
+    }
+
+    fn body_has_comments(settings: &[((String, String), String)]) -> bool {
+        settings.iter().any(|((_, v), c)| !c.is_empty() || v.contains('#'))
+    }
+}
+
+proptest::proptest! {
+    // A failure prints its shrunk input; nothing is written into the source tree.
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Any recipe the grammar allows formats to a text with the same AST and the same comments,
+    /// which formats to itself.
+    #[test]
+    fn generated_recipes_format_stably(text in generated::file()) {
+        recipe::syntax::parse(&text).unwrap_or_else(|e| panic!("generated text parses: {e:?}\n{text}"));
+        stable(&text);
+    }
+}
