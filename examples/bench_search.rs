@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use recipe::exec::{Artifact, ProgressMode, RunOptions};
+use recipe::exec::{Artifact, RunOptions};
 use recipe::Recipe;
 
 const RECIPE: &str = r#"
@@ -43,13 +43,7 @@ fn run_recipe(jobs: usize) -> (f64, f64) {
     let path = dir.path().join("bench_search.opt");
     std::fs::write(&path, RECIPE).unwrap();
     let recipe = Recipe::read(&path).unwrap();
-    let options = RunOptions {
-        device: None,
-        base_dir: recipe.base_dir(),
-        progress: ProgressMode::Quiet,
-        jobs,
-        use_cache: true,
-    };
+    let options = RunOptions { jobs, ..RunOptions::new(recipe.base_dir()) };
     let start = Instant::now();
     let (_, report) = recipe.run(&[], Some("tuned"), &options).unwrap_or_else(|e| panic!("{e:?}"));
     let seconds = start.elapsed().as_secs_f64();
@@ -62,13 +56,7 @@ fn write_data(path: &Path) {
     let text = r#"data digits { source = builtin("digits"), split = [0.7, 0.15, 0.15],
                                 scale = standard }"#;
     let recipe = Recipe::from_bytes(Path::new("data.opt"), text.as_bytes());
-    let options = RunOptions {
-        device: None,
-        base_dir: ".".into(),
-        progress: ProgressMode::Quiet,
-        jobs: 1,
-        use_cache: false,
-    };
+    let options = RunOptions { use_cache: false, ..RunOptions::new(".") };
     let (_, report) = recipe.run(&[], None, &options).unwrap_or_else(|e| panic!("{e:?}"));
     let Some(Artifact::Dataset(data)) = report.outputs.get("digits") else { panic!("no data") };
     let d: usize = data.features.iter().product();

@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use recipe::check::spec::{Arch, Layer, Loss, Optimizer, Schedule, TrainSettings};
-use recipe::exec::{Artifact, ProgressMode, RunOptions};
+use recipe::exec::{Artifact, RunOptions};
 use recipe::nn::train::{fit_constrained, Constraints};
 use recipe::nn::{EpochStats, Progress, TrainData};
 use recipe::rng::Rng;
@@ -70,13 +70,7 @@ fn digits() -> Workload {
         data digits { source = builtin("digits"), split = [0.7, 0.15, 0.15], scale = standard }
     "#;
     let recipe = recipe::Recipe::from_bytes(Path::new("bench.opt"), text.as_bytes());
-    let options = RunOptions {
-        device: None,
-        base_dir: ".".into(),
-        progress: ProgressMode::Quiet,
-        jobs: 1,
-        use_cache: false,
-    };
+    let options = RunOptions { use_cache: false, ..RunOptions::new(".") };
     let (_, report) = recipe.run(&[], None, &options).unwrap_or_else(|e| panic!("{e:?}"));
     let Some(Artifact::Dataset(data)) = report.outputs.get("digits") else {
         panic!("the data step makes a dataset")

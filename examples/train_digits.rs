@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo run --release --example train_digits`.
 
-use recipe::exec::{Artifact, ProgressMode, RunOptions};
+use recipe::exec::{Artifact, RunOptions};
 use recipe::Recipe;
 
 const RECIPE: &str = r#"
@@ -37,13 +37,7 @@ fn main() {
     // A recipe does not need to live in a file; the path only names it in
     // diagnostics and anchors relative paths.
     let recipe = Recipe::from_bytes("library_demo.opt".as_ref(), RECIPE.as_bytes());
-    let options = RunOptions {
-        device: None,
-        base_dir: ".".into(),
-        progress: ProgressMode::Quiet,
-        jobs: 1,
-        use_cache: false,
-    };
+    let options = RunOptions { use_cache: false, ..RunOptions::new(".") };
     let (compiled, report) = match recipe.run(&[], None, &options) {
         Ok(done) => done,
         Err(e) => {
