@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cli;
 use recipe::exec::{Outcome, RunOptions, RunReport};
 use recipe::Recipe;
 
@@ -119,10 +120,6 @@ fn temporaries(dir: &Path) -> Vec<String> {
         }
     }
     out
-}
-
-fn cli(args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_recipe")).args(args).current_dir(dir).output().unwrap()
 }
 
 /// `recipes/digits.opt` run again runs nothing; a longer retraining of its pruning step

@@ -2,17 +2,11 @@
 //! success, 1 for a failed recipe, 2 for a malformed command line), and
 //! what it prints.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn recipe(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recipe"))
-        .args(args)
-        .current_dir(dir)
-        .env("COLUMNS", "80")
-        .output()
-        .expect("the binary runs")
-}
+use std::path::PathBuf;
+
+use common::cli;
 
 fn package() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -40,14 +34,14 @@ save out { from = base, path = "out/small.safetensors" }
 
 #[test]
 fn check_accepts_a_good_recipe() {
-    let out = recipe(&["check", "recipes/digits.opt"], &package());
+    let out = cli(&["check", "recipes/digits.opt"], &package());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("no problems"));
 }
 
 #[test]
 fn check_refuses_a_bad_recipe_with_exit_1() {
-    let out = recipe(&["check", "tests/bad/cycle.opt"], &package());
+    let out = cli(&["check", "tests/bad/cycle.opt"], &package());
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("cycle: a -> b -> a"), "{err}");
@@ -56,15 +50,15 @@ fn check_refuses_a_bad_recipe_with_exit_1() {
 
 #[test]
 fn malformed_command_lines_exit_2() {
-    assert_eq!(recipe(&["run"], &package()).status.code(), Some(2));
-    assert_eq!(recipe(&["frobnicate"], &package()).status.code(), Some(2));
-    let out = recipe(&["run", "recipes/digits.opt", "--device", "tpu"], &package());
+    assert_eq!(cli(&["run"], &package()).status.code(), Some(2));
+    assert_eq!(cli(&["frobnicate"], &package()).status.code(), Some(2));
+    let out = cli(&["run", "recipes/digits.opt", "--device", "tpu"], &package());
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn a_missing_file_exits_1() {
-    let out = recipe(&["check", "no/such.opt"], &package());
+    let out = cli(&["check", "no/such.opt"], &package());
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot read `no/such.opt`"));
 }
@@ -72,7 +66,7 @@ fn a_missing_file_exits_1() {
 #[test]
 fn run_prints_the_table_and_writes_the_file() {
     let dir = scratch("small.opt", SMALL);
-    let out = recipe(&["run", "small.opt"], dir.path());
+    let out = cli(&["run", "small.opt"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("eval report on digits.test"), "{stdout}");
@@ -83,11 +77,11 @@ fn run_prints_the_table_and_writes_the_file() {
 #[test]
 fn only_runs_what_a_step_needs() {
     let dir = scratch("small.opt", SMALL);
-    let out = recipe(&["run", "small.opt", "--only", "base"], dir.path());
+    let out = cli(&["run", "small.opt", "--only", "base"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!dir.path().join("out").exists(), "save did not run");
 
-    let out = recipe(&["run", "small.opt", "--only", "bse"], dir.path());
+    let out = cli(&["run", "small.opt", "--only", "bse"], dir.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("there is no step `bse`"));
 }
@@ -95,14 +89,14 @@ fn only_runs_what_a_step_needs() {
 #[test]
 fn set_overrides_are_checked_like_the_file() {
     let dir = scratch("small.opt", SMALL);
-    let out = recipe(&["check", "small.opt", "--set", "base.epochs=0"], dir.path());
+    let out = cli(&["check", "small.opt", "--set", "base.epochs=0"], dir.path());
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     // The diagnostic quotes the override itself.
     assert!(err.contains("--set base.epochs=0"), "{err}");
     assert!(err.contains("epochs must be an integer of at least 1"), "{err}");
 
-    let out = recipe(&["run", "small.opt", "--set", "base.epochs=1", "--only", "base"], dir.path());
+    let out = cli(&["run", "small.opt", "--set", "base.epochs=1", "--only", "base"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
@@ -111,7 +105,7 @@ fn set_overrides_are_checked_like_the_file() {
 #[test]
 fn divergence_stops_the_step_and_writes_nothing() {
     let dir = scratch("small.opt", SMALL);
-    let out = recipe(
+    let out = cli(
         &["run", "small.opt", "--set", "base.optimizer=sgd(lr = 1e12)", "--set", "base.loss=mse"],
         dir.path(),
     );
@@ -136,14 +130,14 @@ fn divergence_stops_the_step_and_writes_nothing() {
 
 #[test]
 fn graph_prints_dot() {
-    let out = recipe(&["graph", "recipes/digits.opt"], &package());
+    let out = cli(&["graph", "recipes/digits.opt"], &package());
     assert_eq!(out.status.code(), Some(0));
     insta::assert_snapshot!(text(&out.stdout));
 }
 
 #[test]
 fn plan_lists_steps_in_run_order() {
-    let out = recipe(&["plan", "recipes/digits.opt"], &package());
+    let out = cli(&["plan", "recipes/digits.opt"], &package());
     assert_eq!(out.status.code(), Some(0));
     let stdout = text(&out.stdout);
     let order: Vec<usize> = ["data     digits", "model    net", "train    base", "save     out"]
@@ -157,7 +151,7 @@ fn plan_lists_steps_in_run_order() {
 #[test]
 fn cuda_without_the_feature_is_a_clear_error() {
     let dir = scratch("small.opt", SMALL);
-    let out = recipe(&["run", "small.opt", "--device", "cuda"], dir.path());
+    let out = cli(&["run", "small.opt", "--device", "cuda"], dir.path());
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("no CUDA support"), "{err}");
@@ -167,8 +161,8 @@ fn cuda_without_the_feature_is_a_clear_error() {
 #[test]
 fn inspect_shows_tensors_and_metadata() {
     let dir = scratch("small.opt", SMALL);
-    assert_eq!(recipe(&["run", "small.opt"], dir.path()).status.code(), Some(0));
-    let out = recipe(&["inspect", "out/small.safetensors"], dir.path());
+    assert_eq!(cli(&["run", "small.opt"], dir.path()).status.code(), Some(0));
+    let out = cli(&["inspect", "out/small.safetensors"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("0.weight  F32    [32, 64]"), "{stdout}");
@@ -176,7 +170,7 @@ fn inspect_shows_tensors_and_metadata() {
     assert!(stdout.contains("step          base"), "{stdout}");
 
     std::fs::write(dir.path().join("junk.safetensors"), b"not a tensor file").unwrap();
-    let out = recipe(&["inspect", "junk.safetensors"], dir.path());
+    let out = cli(&["inspect", "junk.safetensors"], dir.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("junk.safetensors"));
 }

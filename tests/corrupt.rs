@@ -2,23 +2,17 @@
 //! what is wrong with it, exits with status 1, and never panics. Each file is made here from a
 //! good one, damaged in one way.
 
+mod common;
+
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn recipe(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recipe"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the binary runs")
-}
+use common::cli;
 
 /// Runs `args` in `dir` and checks that it fails cleanly with every one of `expected` in its
 /// diagnostic.
 fn refused(args: &[&str], dir: &Path, expected: &[&str]) {
-    let out = recipe(args, dir);
+    let out = cli(args, dir);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{args:?} should fail with status 1:\n{err}");
     assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
@@ -96,7 +90,7 @@ fn damaged_safetensors_files_are_refused() {
 
     let beyond = header.replace("[24,48]", "[24,4800]");
     write("beyond.safetensors", &with_header(&good, n, &beyond));
-    check_load(dir.path(), "beyond.safetensors", &["beyond.safetensors"]);
+    check_load(dir.path(), "beyond.safetensors", &["beyond.safetensors", "span 4776"]);
 
     let shape = header.replacen("[2,3]", "[3,3]", 1);
     write("shape.safetensors", &with_header(&good, n, &shape));
@@ -182,5 +176,5 @@ fn damaged_gguf_files_are_refused() {
     refused(&["inspect", "version.gguf"], dir.path(), &["`version.gguf`", "version"]);
 
     write("short.gguf", b"GG");
-    refused(&["inspect", "short.gguf"], dir.path(), &["`short.gguf`"]);
+    refused(&["inspect", "short.gguf"], dir.path(), &["`short.gguf` is not a GGUF file"]);
 }

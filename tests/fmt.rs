@@ -3,9 +3,11 @@
 //! idempotent and never changes what a recipe means, and the recipes in
 //! `recipes/` are kept canonical.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::cli;
 use recipe::syntax::format;
 use recipe::Recipe;
 
@@ -178,7 +180,7 @@ fn recipes_are_canonical() {
     let paths = opt_files("recipes");
     let mut args = vec!["fmt".to_string(), "--check".to_string()];
     args.extend(paths.iter().map(|p| p.display().to_string()));
-    let out = recipe_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>(), &package());
+    let out = cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), &package());
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(text(&out.stdout), "");
 }
@@ -479,15 +481,6 @@ fn diff_shows_changed_lines_with_context() {
 // ---------------------------------------------------------------------------
 // The command
 
-fn recipe_cmd(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recipe"))
-        .args(args)
-        .current_dir(dir)
-        .env("COLUMNS", "80")
-        .output()
-        .expect("the binary runs")
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -498,7 +491,7 @@ fn fmt_check_reports_then_fmt_rewrites() {
     let file = dir.path().join("messy.opt");
     std::fs::write(&file, MESSY).unwrap();
 
-    let out = recipe_cmd(&["fmt", "--check", "messy.opt"], dir.path());
+    let out = cli(&["fmt", "--check", "messy.opt"], dir.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let diff = text(&out.stdout);
     assert!(diff.starts_with("--- messy.opt\n+++ messy.opt (formatted)\n@@ -"), "{diff}");
@@ -507,14 +500,14 @@ fn fmt_check_reports_then_fmt_rewrites() {
     assert!(text(&out.stderr).contains("`messy.opt` is not formatted"), "{}", text(&out.stderr));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), MESSY, "--check writes nothing");
 
-    let out = recipe_cmd(&["fmt", "messy.opt"], dir.path());
+    let out = cli(&["fmt", "messy.opt"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), formatted(MESSY));
     let leftovers: Vec<_> =
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers, ["messy.opt"], "no temporary file is left behind");
 
-    let out = recipe_cmd(&["fmt", "--check", "messy.opt"], dir.path());
+    let out = cli(&["fmt", "--check", "messy.opt"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "");
 }
@@ -531,7 +524,7 @@ fn fmt_leaves_a_file_that_does_not_parse_alone() {
         if check {
             args.insert(1, "--check");
         }
-        let out = recipe_cmd(&args, dir.path());
+        let out = cli(&args, dir.path());
         assert_eq!(out.status.code(), Some(1));
         let err = text(&out.stderr);
         assert!(err.contains("recipe::syntax::unexpected"), "{err}");
@@ -545,7 +538,7 @@ fn fmt_leaves_a_file_that_does_not_parse_alone() {
 
 #[test]
 fn fmt_needs_a_file() {
-    assert_eq!(recipe_cmd(&["fmt"], &package()).status.code(), Some(2));
+    assert_eq!(cli(&["fmt"], &package()).status.code(), Some(2));
 }
 
 // ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use recipe::exec::{Artifact, ProgressMode, RunOptions};
+use recipe::exec::{Artifact, RunOptions};
 use recipe::Recipe;
 
 fn recipe_path(name: &str) -> PathBuf {
@@ -23,13 +23,7 @@ fn run_with_jobs(path: &Path, overrides: &[String], jobs: usize) -> common::Ran 
     let copy = dir.path().join(path.file_name().unwrap());
     std::fs::copy(path, &copy).unwrap();
     let recipe = Recipe::read(&copy).unwrap();
-    let options = RunOptions {
-        device: None,
-        base_dir: recipe.base_dir(),
-        progress: ProgressMode::Quiet,
-        jobs,
-        use_cache: true,
-    };
+    let options = RunOptions { jobs, ..common::options(&recipe) };
     let (_, report) = recipe
         .run(overrides, None, &options)
         .unwrap_or_else(|e| panic!("{} failed:\n{}", path.display(), e.render(80)));

@@ -750,6 +750,34 @@ pub struct QuantSpec {
     pub calibration: Option<DataRef>,
 }
 
+/// The tensors a `prune` or `quantize` block works on: those its `targets` globs match and its
+/// `ignore` globs do not, of rank 2 or more (biases and other vectors are never touched).
+#[derive(Debug, Clone)]
+pub struct TensorSelection {
+    targets: globset::GlobSet,
+    ignore: globset::GlobSet,
+}
+
+impl TensorSelection {
+    /// The selection of `targets` minus `ignore`. The checker has compiled every glob of a
+    /// checked block already; one that does not compile matches nothing.
+    pub fn new(targets: &[String], ignore: &[String]) -> TensorSelection {
+        let set = |globs: &[String]| {
+            let mut b = globset::GlobSetBuilder::new();
+            for glob in globs.iter().filter_map(|g| globset::Glob::new(g).ok()) {
+                b.add(glob);
+            }
+            b.build().unwrap_or_else(|_| globset::GlobSet::empty())
+        };
+        TensorSelection { targets: set(targets), ignore: set(ignore) }
+    }
+
+    /// Whether the tensor `name` of rank `rank` is selected.
+    pub fn selects(&self, name: &str, rank: usize) -> bool {
+        rank >= 2 && self.targets.is_match(name) && !self.ignore.is_match(name)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum QuantScheme {
     Int8,

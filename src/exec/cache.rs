@@ -17,12 +17,13 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{self, FileHashes};
+use crate::formats::write_synced;
 
 /// Where entries live, relative to the recipe's folder.
 pub const CACHE_DIR: &str = ".recipe/cache";
@@ -234,12 +235,6 @@ impl Cache {
         }
         Ok(())
     }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 /// Remove the temporary files [`crate::formats::write_atomic`] leaves beside `path` when a

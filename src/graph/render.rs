@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::Graph;
 use crate::check::{
     Checked, Granularity, Pattern, PruneAmount, QuantScheme, QuantSpec, SaveFormat, Spec,
-    TensorInfo,
+    TensorInfo, TensorSelection,
 };
 
 /// The steps the cache holds, by name, with the bytes of each file they wrote.
@@ -118,20 +118,12 @@ fn weights_bytes(checked: &Checked, name: &str, format: SaveFormat) -> Option<u6
 /// take, every layer quantized being the least.
 fn quantized_bytes(checked: &Checked, q: &QuantSpec) -> Option<u64> {
     let tensors = tensors_of(checked, &q.from)?;
-    let globs = |patterns: &[String]| {
-        let mut set = globset::GlobSetBuilder::new();
-        for p in patterns {
-            set.add(globset::Glob::new(p).ok()?);
-        }
-        set.build().ok()
-    };
-    let (targets, ignore) = (globs(&q.targets)?, globs(&q.ignore)?);
+    let selection = TensorSelection::new(&q.targets, &q.ignore);
     let mut total = 0u64;
     for t in &tensors {
         let n = t.shape.iter().product::<usize>() as u64;
         let dense = n * dtype_size(&t.dtype);
-        let targeted = t.shape.len() >= 2 && targets.is_match(&t.name) && !ignore.is_match(&t.name);
-        if !targeted {
+        if !selection.selects(&t.name, t.shape.len()) {
             total += dense;
             continue;
         }

@@ -209,9 +209,8 @@ pub fn fit_constrained(
         _ => None,
     };
 
-    // Every parameter becomes a `Var` with its own storage, so `init` stays as it was.
     let params = arch_weights(arch, init)?;
-    // Models the fused path covers train there; the `Var`s then only start it off.
+    // Models the fused path covers train there, on copies of their own.
     let mut fused = match constraints.plain || !fake.is_empty() {
         true => None,
         false => Dense::new(
@@ -225,9 +224,13 @@ pub fn fit_constrained(
         )?,
     };
     debug!(fused = fused.is_some(), "training path");
+    // Otherwise every parameter becomes a `Var` with its own storage, so `init` stays as it
+    // was; on the fused path there are none and the candle-side state below stays empty.
     let mut vars = Vec::with_capacity(params.len());
-    for (name, t) in params {
-        vars.push((name, Var::from_tensor(&t.to_device(&dev)?.detach())?));
+    if fused.is_none() {
+        for (name, t) in params {
+            vars.push((name, Var::from_tensor(&t.to_device(&dev)?.detach())?));
+        }
     }
     let mut masked: Vec<(Var, Tensor)> = Vec::new();
     for (name, var) in &vars {

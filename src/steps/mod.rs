@@ -14,9 +14,7 @@ pub mod save;
 pub mod search;
 pub mod train;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
-
-use crate::check::Spec;
+use crate::check::{Spec, TensorSelection};
 use crate::exec::{Artifact, Context, Inputs, StepError};
 use crate::nn::Weights;
 
@@ -35,23 +33,12 @@ pub fn run(spec: &Spec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, Step
     }
 }
 
-/// The names of the tensors a `prune` or `quantize` step works on: matched by `targets`, not
-/// by `ignore`, and of rank 2 or more (biases and other vectors are never touched).
+/// The names of the tensors of `weights` that a `prune` or `quantize` step works on.
 pub(crate) fn selected(weights: &Weights, targets: &[String], ignore: &[String]) -> Vec<String> {
-    let set = |globs: &[String]| -> GlobSet {
-        let mut b = GlobSetBuilder::new();
-        for g in globs {
-            // The checker compiled every glob already.
-            if let Ok(glob) = Glob::new(g) {
-                b.add(glob);
-            }
-        }
-        b.build().unwrap_or_else(|_| GlobSet::empty())
-    };
-    let (targets, ignore) = (set(targets), set(ignore));
+    let selection = TensorSelection::new(targets, ignore);
     weights
         .iter()
-        .filter(|(name, t)| targets.is_match(name) && !ignore.is_match(name) && t.rank() >= 2)
-        .map(|(name, _)| name.clone())
+        .filter(|(name, t)| selection.selects(name, t.rank()))
+        .map(|(n, _)| n.clone())
         .collect()
 }

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::{Command, Output};
 
-use recipe::exec::{ProgressMode, RunOptions};
+use recipe::exec::RunOptions;
 use recipe::Recipe;
 
 /// What a run wrote, by path relative to the recipe folder.
@@ -16,13 +17,19 @@ pub struct Ran {
 }
 
 pub fn options(recipe: &Recipe) -> RunOptions {
-    RunOptions {
-        device: None,
-        base_dir: recipe.base_dir(),
-        progress: ProgressMode::Quiet,
-        jobs: 1,
-        use_cache: true,
-    }
+    RunOptions::new(recipe.base_dir())
+}
+
+/// Runs the `recipe` binary with `args` in `dir`, rendering diagnostics at a width of 80
+/// columns and without colour, as the snapshots hold them.
+pub fn cli(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recipe"))
+        .args(args)
+        .current_dir(dir)
+        .env("COLUMNS", "80")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the binary runs")
 }
 
 /// Copy the recipe's folder (without earlier outputs) to a fresh temporary
