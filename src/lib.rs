@@ -51,6 +51,9 @@ pub struct Recipe {
     pub path: PathBuf,
     /// The text of the file; invalid UTF-8 was replaced.
     pub text: String,
+    /// The folder a run writes into, when not the recipe's own (`--out-dir`): relative output
+    /// paths, the cache and the lock file go there, and nothing may be written outside it.
+    pub out_dir: Option<PathBuf>,
     /// A problem decoding the bytes, reported when the recipe is parsed.
     utf8_error: Option<syntax::SyntaxError>,
 }
@@ -77,7 +80,7 @@ impl Recipe {
             Ok(text) => (text, None),
             Err((text, e)) => (text, Some(e)),
         };
-        Recipe { path: path.to_path_buf(), text, utf8_error }
+        Recipe { path: path.to_path_buf(), text, out_dir: None, utf8_error }
     }
 
     /// The folder relative paths in the recipe start from.
@@ -91,6 +94,7 @@ impl Recipe {
     fn options(&self) -> check::CheckOptions {
         let mut options = check::CheckOptions::for_file(&self.path);
         options.base_dir = self.base_dir();
+        options.out_dir = self.out_dir.clone();
         options
     }
 
@@ -131,7 +135,7 @@ impl Recipe {
         if let Some(device) = device {
             checked.settings.device = device;
         }
-        let hashes = digest::FileHashes::open(&self.base_dir());
+        let hashes = digest::FileHashes::open(&checked.out_root.dir);
         let graph = graph::plan(&checked, &self.base_dir(), &hashes)
             .map_err(|e| Error::Plan { message: e.to_string() })?;
         // The memo only saves time on the next run; failing to write it loses nothing.
@@ -139,9 +143,14 @@ impl Recipe {
         Ok(Compiled { ast, checked, graph })
     }
 
-    /// The lock file beside the recipe, `NAME.lock`.
+    /// The lock file `NAME.lock`: beside the recipe, or in the output folder when there is
+    /// one.
     pub fn lock_path(&self) -> PathBuf {
-        self.path.with_extension("lock")
+        let beside = self.path.with_extension("lock");
+        match (&self.out_dir, beside.file_name()) {
+            (Some(dir), Some(name)) => dir.join(name),
+            _ => beside,
+        }
     }
 
     /// Compile and run, with `only` restricting the run to one step and

@@ -115,6 +115,18 @@ struct RecipeArgs {
     /// Override a setting, `block.key=value` in recipe syntax; repeatable.
     #[arg(long = "set", value_name = "BLOCK.KEY=VALUE")]
     set: Vec<String>,
+    /// Write outputs, the cache and the lock file under DIR instead of the recipe's folder;
+    /// the recipe's paths may then be absolute, as long as they lie inside DIR.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+}
+
+impl RecipeArgs {
+    fn read(&self) -> Result<Recipe, Error> {
+        let mut recipe = Recipe::read(&self.file)?;
+        recipe.out_dir = self.out_dir.clone();
+        Ok(recipe)
+    }
 }
 
 fn parse_device(s: &str) -> Result<Device, String> {
@@ -188,18 +200,19 @@ fn terminal_width() -> usize {
 fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Check { recipe: args } => {
-            let recipe = Recipe::read(&args.file)?;
+            let recipe = args.read()?;
             let (_, checked) = recipe.check(&args.set)?;
             println!("{}: {} blocks, no problems", args.file.display(), checked.blocks.len());
         }
         Command::Plan { recipe: args } => {
-            let recipe = Recipe::read(&args.file)?;
+            let recipe = args.read()?;
             let compiled = recipe.compile(&args.set)?;
-            let cached = recipe::exec::cached_steps(&compiled.graph, &recipe.base_dir());
+            let cached =
+                recipe::exec::cached_steps(&compiled.graph, &compiled.checked.out_root.dir);
             print!("{}", recipe::graph::render_plan(&compiled.checked, &compiled.graph, &cached));
         }
         Command::Graph { recipe: args } => {
-            let recipe = Recipe::read(&args.file)?;
+            let recipe = args.read()?;
             let compiled = recipe.compile(&args.set)?;
             print!("{}", recipe::graph::to_dot(&compiled.graph, &compiled.checked.settings.name));
         }
@@ -256,7 +269,7 @@ fn run(command: Command) -> Result<(), Error> {
             print!("{}", recipe::metrics_diff(&rev, &files)?);
         }
         Command::Run { recipe: args, device, only, jobs, no_cache } => {
-            let recipe = Recipe::read(&args.file)?;
+            let recipe = args.read()?;
             let progress = if std::io::stderr().is_terminal() {
                 ProgressMode::Bar
             } else {
@@ -283,8 +296,9 @@ fn run(command: Command) -> Result<(), Error> {
             for table in &report.tables {
                 println!("{}", table.render());
             }
+            let out_dir = recipe.out_dir.clone().unwrap_or_else(|| recipe.base_dir());
             for path in &report.written {
-                println!("wrote {}", shown(&recipe.base_dir(), path));
+                println!("wrote {}", shown(&out_dir, path));
             }
             for (step, why) in &report.damaged {
                 println!("recomputed `{step}`: its cache entry was damaged ({why})");

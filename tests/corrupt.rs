@@ -10,10 +10,11 @@ use std::path::Path;
 use common::cli;
 
 /// Runs `args` in `dir` and checks that it fails cleanly with every one of `expected` in its
-/// diagnostic.
-fn refused(args: &[&str], dir: &Path, expected: &[&str]) {
+/// diagnostic, which is snapshotted as `name`.
+fn refused(name: &str, args: &[&str], dir: &Path, expected: &[&str]) {
     let out = cli(args, dir);
     let err = String::from_utf8_lossy(&out.stderr);
+    insta::assert_snapshot!(name, err);
     assert_eq!(out.status.code(), Some(1), "{args:?} should fail with status 1:\n{err}");
     assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
     // Diagnostics wrap long lines; compare with the line breaks and their gutters removed.
@@ -31,14 +32,14 @@ fn refused(args: &[&str], dir: &Path, expected: &[&str]) {
 fn check_load(dir: &Path, file: &str, expected: &[&str]) {
     let text = format!("load w {{\n  path = \"{file}\"\n}}\n");
     std::fs::write(dir.join("load.opt"), text).unwrap();
-    refused(&["check", "load.opt"], dir, expected);
-    refused(&["inspect", file], dir, expected);
+    refused(&format!("{file}.check"), &["check", "load.opt"], dir, expected);
+    refused(&format!("{file}.inspect"), &["inspect", file], dir, expected);
 }
 
-/// A recipe whose only block reads `source`.
-fn check_data(dir: &Path, source: &str, expected: &[&str]) {
+/// A recipe whose only block reads `source`; the snapshot is named after `file`.
+fn check_data(dir: &Path, file: &str, source: &str, expected: &[&str]) {
     std::fs::write(dir.join("data.opt"), format!("data d {{\n  source = {source}\n}}\n")).unwrap();
-    refused(&["check", "data.opt"], dir, expected);
+    refused(&format!("{file}.check"), &["check", "data.opt"], dir, expected);
 }
 
 /// A good safetensors file of two `f32` tensors of six values each, and its header length.
@@ -131,17 +132,17 @@ fn damaged_idx_files_are_refused() {
     let mut magic = idx(true, 10);
     magic[2] = 0x12;
     write("magic", &magic);
-    check_data(dir.path(), &source("magic"), &["`magic`", "magic number"]);
+    check_data(dir.path(), "magic", &source("magic"), &["`magic`", "magic number"]);
 
     let few = idx(true, 10);
     write("few", &few[..few.len() - 8]);
-    check_data(dir.path(), &source("few"), &["`few` is truncated"]);
+    check_data(dir.path(), "few", &source("few"), &["`few` is truncated"]);
 
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&idx(true, 10)).unwrap();
     let gz = gz.finish().unwrap();
     write("cut.gz", &gz[..gz.len() / 2]);
-    check_data(dir.path(), &source("cut.gz"), &["`cut.gz`", "gzip"]);
+    check_data(dir.path(), "cut.gz", &source("cut.gz"), &["`cut.gz`", "gzip"]);
 }
 
 #[test]
@@ -156,7 +157,7 @@ fn damaged_csv_files_are_refused() {
     ];
     for (name, text, expected) in cases {
         std::fs::write(dir.path().join(name), text).unwrap();
-        check_data(dir.path(), &format!("csv(\"{name}\", label = \"label\")"), expected);
+        check_data(dir.path(), name, &format!("csv(\"{name}\", label = \"label\")"), expected);
     }
 }
 
@@ -167,14 +168,74 @@ fn damaged_gguf_files_are_refused() {
     let mut magic = b"GGUX".to_vec();
     magic.extend([0u8; 20]);
     write("magic.gguf", &magic);
-    refused(&["inspect", "magic.gguf"], dir.path(), &["`magic.gguf` is not a GGUF file", "magic"]);
+    refused(
+        "magic.gguf.inspect",
+        &["inspect", "magic.gguf"],
+        dir.path(),
+        &["`magic.gguf` is not a GGUF file", "magic"],
+    );
 
     let mut version = b"GGUF".to_vec();
     version.extend(99u32.to_le_bytes());
     version.extend([0u8; 16]);
     write("version.gguf", &version);
-    refused(&["inspect", "version.gguf"], dir.path(), &["`version.gguf`", "version"]);
+    refused(
+        "version.gguf.inspect",
+        &["inspect", "version.gguf"],
+        dir.path(),
+        &["`version.gguf`", "version"],
+    );
 
     write("short.gguf", b"GG");
-    refused(&["inspect", "short.gguf"], dir.path(), &["`short.gguf` is not a GGUF file"]);
+    refused(
+        "short.gguf.inspect",
+        &["inspect", "short.gguf"],
+        dir.path(),
+        &["`short.gguf` is not a GGUF file"],
+    );
+
+    // A shape larger than the file holds: found by fuzzing, when candle allocated whatever
+    // the header asked for.
+    write("huge.gguf", &gguf_q8_0(&[32, 1 << 40]));
+    refused(
+        "huge.gguf.inspect",
+        &["inspect", "huge.gguf"],
+        dir.path(),
+        &["`huge.gguf`", "tensor `w`", "run past the end of the file"],
+    );
+    write("overflow.gguf", &gguf_q8_0(&[1 << 40, 1 << 40]));
+    refused(
+        "overflow.gguf.inspect",
+        &["inspect", "overflow.gguf"],
+        dir.path(),
+        &["`overflow.gguf`", "more values than can be addressed"],
+    );
+}
+
+/// A GGUF (version 3) file with one `q8_0` tensor `w` whose header gives `dims` (innermost
+/// first) and whose data holds two blocks.
+fn gguf_q8_0(dims: &[u64]) -> Vec<u8> {
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend(1u64.to_le_bytes()); // tensors
+    out.extend(0u64.to_le_bytes()); // metadata entries
+    out.extend(1u64.to_le_bytes());
+    out.push(b'w');
+    out.extend((dims.len() as u32).to_le_bytes());
+    for d in dims {
+        out.extend(d.to_le_bytes());
+    }
+    out.extend(8u32.to_le_bytes()); // q8_0
+    out.extend(0u64.to_le_bytes()); // offset
+    out.resize(out.len().next_multiple_of(32), 0);
+    for _ in 0..2 {
+        out.extend(half_one());
+        out.extend([1u8; 32]);
+    }
+    out
+}
+
+/// 1.0 as an IEEE half, little-endian.
+fn half_one() -> [u8; 2] {
+    0x3c00u16.to_le_bytes()
 }

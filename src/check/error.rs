@@ -255,6 +255,54 @@ pub enum CheckError {
         help: String,
     },
 
+    #[error("`{path}` would be written outside {root}: {reason}")]
+    #[diagnostic(code(recipe::check::output_outside), help("{help}"))]
+    OutputOutside {
+        #[label("written outside")]
+        span: Span,
+        path: String,
+        reason: String,
+        root: String,
+        help: String,
+    },
+
+    #[error("{what}, `{path}`, would be written outside {root}: {reason}")]
+    #[diagnostic(code(recipe::check::state_outside), help("{help}"))]
+    StateOutside { what: String, path: String, reason: String, root: String, help: String },
+
+    #[error("`{kind}` block `{name}` would need about {need} of memory; {available} is available")]
+    #[diagnostic(
+        code(recipe::check::too_large),
+        help(
+            "{parts}; make it smaller, or run where there is more memory (the available \
+             figure comes from {figure_from})"
+        )
+    )]
+    TooLarge {
+        #[label("needs {need}")]
+        span: Span,
+        kind: String,
+        name: String,
+        need: String,
+        parts: String,
+        available: String,
+        figure_from: &'static str,
+    },
+
+    #[error("{message}")]
+    #[diagnostic(
+        code(recipe::check::memory_limit),
+        help("give a number of bytes, or one with a unit: `512MiB`, `8GiB`, `16GB`")
+    )]
+    MemoryLimit { message: String },
+
+    #[error("the output folder `{dir}` cannot be resolved: {message}")]
+    #[diagnostic(
+        code(recipe::check::output_root),
+        help("check that the folder, or the part of its path that exists, can be read")
+    )]
+    OutputRoot { dir: String, message: String },
+
     #[error("`{name}` has no architecture")]
     #[diagnostic(code(recipe::check::no_architecture), help("{help}"))]
     NoArchitecture {

@@ -10,6 +10,8 @@
 
 mod blocks;
 mod error;
+pub mod memory;
+mod outputs;
 mod refs;
 pub mod spec;
 mod value;
@@ -18,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::CheckError;
+pub use outputs::{Escape, OutputRoot};
 pub use spec::*;
 
 use crate::span::Span;
@@ -36,6 +39,9 @@ pub struct CheckOptions {
     pub base_dir: PathBuf,
     /// The recipe name when the file has no `recipe` block (its file stem).
     pub default_name: String,
+    /// The folder everything a run writes must stay in, when not the recipe's own
+    /// (`--out-dir`). Relative output paths start from it.
+    pub out_dir: Option<PathBuf>,
 }
 
 impl CheckOptions {
@@ -43,16 +49,20 @@ impl CheckOptions {
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let default_name =
             path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        CheckOptions { base_dir, default_name }
+        CheckOptions { base_dir, default_name, out_dir: None }
     }
 }
 
 /// Check a parsed recipe.
 pub fn check(file: &ast::File, options: &CheckOptions) -> Result<Checked, Vec<CheckError>> {
     let mut errors = Errors::default();
+    let out_dir = options.out_dir.as_deref().unwrap_or(&options.base_dir);
+    let out = OutputRoot::new(out_dir, options.out_dir.is_some()).map_err(|e| {
+        vec![CheckError::OutputRoot { dir: out_dir.display().to_string(), message: e.to_string() }]
+    })?;
 
     // The symbol table: every named block with a known kind.
-    let mut env = Env::new(&options.base_dir);
+    let mut env = Env::new(&options.base_dir, &out);
     let mut recipe_block: Option<&ast::Block> = None;
     for block in &file.blocks {
         let kind = block.kind.name.as_str();
@@ -106,12 +116,28 @@ pub fn check(file: &ast::File, options: &CheckOptions) -> Result<Checked, Vec<Ch
         }
     }
 
+    // A search writes its trial table under a name made of the recipe's and its own.
+    if let Some(settings) = &settings {
+        for block in file.blocks.iter().filter(|b| b.kind.name == "search") {
+            if env.spec(&block.name.name).is_some() {
+                for path in SearchSpec::table_files(&settings.name, &block.name.name) {
+                    out.check(&path, block.name.span, &mut errors);
+                }
+            }
+        }
+    }
+    outputs::check_state(&out, &options.default_name, &mut errors);
+    match memory::Available::here() {
+        Ok(available) => memory::check(file, &env, available, &mut errors),
+        Err(message) => errors.push(CheckError::MemoryLimit { message }),
+    }
+
     if !errors.0.is_empty() {
         errors.0.sort_by_key(error_start);
         return Err(errors.0);
     }
     let settings = settings.expect("recipe settings are only missing after an error");
-    Ok(Checked { settings, blocks: env.into_checked(file) })
+    Ok(Checked { settings, blocks: env.into_checked(file), out_root: out })
 }
 
 /// Errors are listed in the order of the text they point at.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::error::CheckError;
+use super::outputs::OutputRoot;
 use super::spec::{self, Arch, DataRef, Spec, Split, TensorInfo};
 use super::value::{closest, list_words, wrong_type, Errors};
 use crate::span::Span;
@@ -44,16 +45,20 @@ impl Type {
 
 /// The symbol table and the blocks checked so far.
 pub(crate) struct Env<'a> {
+    /// Where relative input paths start.
     pub base_dir: &'a Path,
+    /// Where the run may write.
+    pub out: &'a OutputRoot,
     declared: BTreeMap<&'a str, &'a ast::Block>,
     checked: BTreeMap<String, spec::Block>,
     failed: BTreeSet<String>,
 }
 
 impl<'a> Env<'a> {
-    pub fn new(base_dir: &'a Path) -> Self {
+    pub fn new(base_dir: &'a Path, out: &'a OutputRoot) -> Self {
         Env {
             base_dir,
+            out,
             declared: BTreeMap::new(),
             checked: BTreeMap::new(),
             failed: BTreeSet::new(),

@@ -17,6 +17,9 @@ use crate::span::Span;
 pub struct Checked {
     pub settings: RecipeSettings,
     pub blocks: Vec<Block>,
+    /// Where the run writes: output paths, the cache and the lock file resolve inside it.
+    #[serde(skip)]
+    pub out_root: super::OutputRoot,
 }
 
 impl Checked {

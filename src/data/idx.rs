@@ -33,13 +33,21 @@ pub(super) fn read(
     let ys = read_labels(base_dir, labels)?;
 
     // Without the pixels, the header alone gives the count and shape.
-    let limit = if features { None } else { Some(IMAGES_HEADER as u64) };
-    let (image_bytes, file_len) = read_file(base_dir, images, limit)?;
-    let (n, rows, cols) = images_header(images, &image_bytes)?;
+    let (header, mut file_len) = read_file(base_dir, images, Some(IMAGES_HEADER as u64))?;
+    let (n, rows, cols) = images_header(images, &header)?;
     // Three u32 factors may overflow u64; no file is that long, so such a
     // header is reported as a truncated file.
     let body = u128::from(n) * u128::from(rows) * u128::from(cols);
     let expected = u64::try_from(body + IMAGES_HEADER as u128).unwrap_or(u64::MAX);
+    // Reading one byte past what the header promises finds trailing bytes without
+    // inflating all of a gzip stream that holds far more than it says.
+    let image_bytes = if features {
+        let (bytes, len) = read_file(base_dir, images, Some(expected.saturating_add(1)))?;
+        file_len = len;
+        bytes
+    } else {
+        header
+    };
 
     // An uncompressed file's size is known without reading it, so a check
     // finds a truncated file too; a gzipped one is measured when loaded.
@@ -70,16 +78,18 @@ pub(super) fn read(
 }
 
 fn read_labels(base_dir: &Path, labels: &Path) -> Result<Vec<u32>, DataError> {
-    let (bytes, _) = read_file(base_dir, labels, None)?;
-    check_magic(labels, &bytes, LABELS_MAGIC, "labels")?;
-    if bytes.len() < LABELS_HEADER {
+    let (header, _) = read_file(base_dir, labels, Some(LABELS_HEADER as u64))?;
+    check_magic(labels, &header, LABELS_MAGIC, "labels")?;
+    if header.len() < LABELS_HEADER {
         return Err(DataError::Truncated {
             path: labels.to_owned(),
             expected: LABELS_HEADER as u64,
-            actual: bytes.len() as u64,
+            actual: header.len() as u64,
         });
     }
-    let n = u64::from(be_u32(&bytes, 4));
+    let n = u64::from(be_u32(&header, 4));
+    // As for images: one byte past the promised count, and no more, is read.
+    let (bytes, _) = read_file(base_dir, labels, Some(LABELS_HEADER as u64 + n + 1))?;
     check_len(labels, LABELS_HEADER as u64 + n, bytes.len() as u64)?;
     Ok(bytes[LABELS_HEADER..].iter().map(|&y| u32::from(y)).collect())
 }

@@ -164,13 +164,40 @@ pub struct Context<'a> {
     /// The seed of this step's random stream, derived from the recipe seed
     /// and the block name.
     pub seed: u64,
+    /// Where relative input paths start.
     pub base_dir: &'a Path,
+    /// Where the run writes.
+    pub out: &'a check::OutputRoot,
     pub block: &'a check::Block,
     pub node: &'a Node,
     pub recipe_name: &'a str,
     pub progress: ProgressMode,
     /// How many trials of a search train side by side.
     pub jobs: usize,
+}
+
+impl Context<'_> {
+    /// Write `bytes` to `path`, an output of the recipe, all at once or not at all. The path
+    /// is checked against the output folder again, just before writing, in case a folder on
+    /// the way became a link to elsewhere while the run went on.
+    pub fn write_output(&self, path: &Path, bytes: &[u8]) -> Result<(), StepError> {
+        let full = self.out.resolve(path).map_err(|escape| {
+            StepError::new(
+                format!(
+                    "`{}` would be written outside the output folder: {}",
+                    path.display(),
+                    escape.reason()
+                ),
+                "something changed the folder during the run; check it and run again",
+            )
+        })?;
+        crate::formats::write_atomic(&full, bytes).map_err(|e| {
+            StepError::new(
+                format!("cannot write `{}`: {e}", path.display()),
+                "check that the folder can be written",
+            )
+        })
+    }
 }
 
 /// A step's outputs so far, by block name.
@@ -290,15 +317,17 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
         checked.blocks.iter().map(|b| (b.name.as_str(), b)).collect();
     let dev = device(options.device.unwrap_or(checked.settings.device))?;
     let base = options.base_dir.as_path();
-    let hashes = FileHashes::open(base);
-    let cache = Cache::open(base).map_err(|e| cache_error(base, e))?;
+    let out = &checked.out_root;
+    let root = out.dir.as_path();
+    let hashes = FileHashes::open(root);
+    let cache = Cache::open(root).map_err(|e| cache_error(root, e))?;
     // What killed runs left half-written; the lock taken above keeps live runs out.
     for node in &graph.nodes {
         for path in &node.writes {
-            cache::remove_stale_temporaries(&base.join(path));
+            cache::remove_stale_temporaries(&root.join(path));
         }
     }
-    steps::search::remove_stale_temporaries(base);
+    steps::search::remove_stale_temporaries(root);
     let mut report = RunReport::default();
 
     // What the cache holds.
@@ -349,6 +378,7 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
             dev: &dev,
             seed: step_seed(checked.settings.seed, &node.name),
             base_dir: base,
+            out,
             block,
             node,
             recipe_name,
@@ -368,10 +398,10 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
         info!(elapsed_ms, "step done");
         let (manifest, payload) = artifacts::encode(node, &artifact)
             .map_err(|e| failed(format!("cannot store the result: {e}"), BUG.into()))?;
-        let manifest = cache.store(manifest, &payload, base).map_err(|e| {
+        let manifest = cache.store(manifest, &payload, root).map_err(|e| {
             failed(
                 format!("cannot store the result in the cache: {e}"),
-                format!("check that `{}` can be written", base.join(cache::CACHE_DIR).display()),
+                format!("check that `{}` can be written", root.join(cache::CACHE_DIR).display()),
             )
         })?;
         Ok::<_, RunError>((artifact, manifest, elapsed_ms))
@@ -382,7 +412,17 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
     for node in &graph.nodes {
         let Some(manifest) = found.get(node.name.as_str()) else { continue };
         for output in &manifest.outputs {
-            let full = base.join(&output.path);
+            // The checker confined the paths the recipe writes; a manifest could still have
+            // been edited by hand.
+            let full = out.resolve(&output.path).map_err(|escape| RunError::Cache {
+                message: format!(
+                    "the cache entry of step `{}` names `{}`, outside the output folder: {}",
+                    node.name,
+                    output.path.display(),
+                    escape.reason()
+                ),
+                help: "remove `.recipe/cache` or run with `--no-cache`".into(),
+            })?;
             if hashes.hash(&full).is_ok_and(|h| h == output.hash) {
                 continue;
             }

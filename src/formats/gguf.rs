@@ -116,6 +116,11 @@ pub fn read(path: &Path, dev: &Device) -> Result<(Tensors, BTreeMap<String, Stri
         Some(json) => serde_json::from_str(json).map_err(|e| bad(e.to_string()))?,
         None => BTreeMap::new(),
     };
+    let file_len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+    for (name, info) in &content.tensor_infos {
+        stored_size(info, content.tensor_data_offset, file_len)
+            .map_err(|m| bad(format!("tensor `{name}`: {m}")))?;
+    }
     let mut tensors = BTreeMap::new();
     for name in content.tensor_infos.keys() {
         let q = content.tensor(&mut file, name, &Device::Cpu).map_err(bad_candle)?;
@@ -129,6 +134,37 @@ pub fn read(path: &Path, dev: &Device) -> Result<(Tensors, BTreeMap<String, Stri
         tensors.insert(name.clone(), (q, t));
     }
     Ok((tensors, metadata))
+}
+
+/// The bytes a tensor's entry says it takes, if they lie inside a file of `file_len` bytes
+/// whose tensor data starts at `data_start`. candle trusts a header's shape; a damaged one
+/// could make it allocate without bound.
+fn stored_size(
+    info: &gguf_file::TensorInfo,
+    data_start: u64,
+    file_len: u64,
+) -> Result<u64, String> {
+    let dims = info.shape.dims();
+    let elements = dims
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .ok_or_else(|| format!("its shape {dims:?} holds more values than can be addressed"))?;
+    let (block, size) = (info.ggml_dtype.block_size() as u64, info.ggml_dtype.type_size() as u64);
+    if elements % block != 0 {
+        return Err(format!(
+            "its {elements} values are not a whole number of {:?} blocks of {block}",
+            info.ggml_dtype
+        ));
+    }
+    let bytes = (elements / block).saturating_mul(size);
+    let end = data_start.saturating_add(info.offset).saturating_add(bytes);
+    if end > file_len {
+        return Err(format!(
+            "its {bytes} bytes at offset {} run past the end of the file ({file_len} bytes)",
+            data_start.saturating_add(info.offset)
+        ));
+    }
+    Ok(bytes)
 }
 
 /// A candle error's message, without the backtrace candle attaches to it when `RUST_BACKTRACE`

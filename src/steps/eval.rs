@@ -144,13 +144,7 @@ pub fn run(spec: &EvalSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, 
         notes,
     };
     if let Some(path) = &spec.path {
-        let full = ctx.base_dir.join(path);
-        crate::formats::write_atomic(&full, table.to_json().as_bytes()).map_err(|e| {
-            StepError::new(
-                format!("cannot write `{}`: {e}", path.display()),
-                "check that the folder can be written",
-            )
-        })?;
+        ctx.write_output(path, table.to_json().as_bytes())?;
     }
     Ok(Artifact::Metrics(Arc::new(table)))
 }

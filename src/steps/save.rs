@@ -18,13 +18,7 @@ use crate::nn::quant::Quantized;
 pub fn run(spec: &SaveSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
     let weights = inputs.weights(&spec.from);
     let bytes = file_bytes(weights, spec.format, metadata(weights, ctx))?;
-    let full = ctx.base_dir.join(&spec.path);
-    crate::formats::write_atomic(&full, &bytes).map_err(|e| {
-        StepError::new(
-            format!("cannot write `{}`: {e}", spec.path.display()),
-            "check that the folder can be written",
-        )
-    })?;
+    ctx.write_output(&spec.path, &bytes)?;
     tracing::info!(path = %spec.path.display(), bytes = bytes.len(), "saved");
     Ok(Artifact::File(spec.path.clone()))
 }

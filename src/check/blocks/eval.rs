@@ -60,6 +60,7 @@ pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
             errors.push(value::wrong_type("path", v, "a `.json` file", "\"out/report.json\""));
             return None;
         }
+        env.out.check(std::path::Path::new(p), v.span, errors)?;
         Some(p.into())
     });
     let (models, data, metrics) = (models?, data?, metrics?);

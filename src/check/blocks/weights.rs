@@ -592,6 +592,7 @@ pub(super) fn save(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
         ));
         return None;
     }
+    env.out.check(Path::new(path), path_value.span, errors)?;
     if let (false, Some(Spec::Quantize(q))) = (gguf, env.spec(from)) {
         if q.scheme.ggml_block().is_some() {
             errors.push(CheckError::GgmlFile {

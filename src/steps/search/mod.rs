@@ -72,7 +72,7 @@ pub fn run(spec: &SearchSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact
         .build()
         .map_err(|e| StepError::new(format!("cannot start trial threads: {e}"), "lower --jobs"))?;
     // One folder per search step, so that `recipe clean` can drop those no recipe refers to.
-    let store = ctx.base_dir.join(TRIAL_STORE).join(&ctx.node.hash);
+    let store = ctx.out.dir.join(TRIAL_STORE).join(&ctx.node.hash);
 
     // Each rung trains its trials side by side and keeps the best 1/eta for the next.
     let mut alive: Vec<usize> = (0..points.len()).collect();
@@ -120,12 +120,7 @@ pub fn run(spec: &SearchSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact
     ];
     let paths = SearchSpec::table_files(ctx.recipe_name, &ctx.node.name);
     for (path, text) in paths.iter().zip(texts) {
-        crate::formats::write_atomic(&ctx.base_dir.join(path), text.as_bytes()).map_err(|e| {
-            StepError::new(
-                format!("cannot write `{}`: {e}", path.display()),
-                "check that the folder can be written",
-            )
-        })?;
+        ctx.write_output(path, text.as_bytes())?;
     }
     let written = paths.to_vec();
 
