@@ -231,6 +231,18 @@ pub struct Arch {
     pub shapes: Vec<Vec<usize>>,
 }
 
+/// The most values one sample's layer output, or the weights of a model, may hold: 2^50,
+/// 4 PiB as `f32`. Anything near it is refused by the memory check first; the bound keeps
+/// every later size computation far from overflow.
+pub const MAX_VALUES: usize = 1 << 50;
+
+const TOO_LARGE: &str = "use smaller layers";
+
+/// The number of values in `shape`, unless it overflows.
+fn values(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
 /// A layer that does not fit the shape flowing into it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShapeError {
@@ -271,7 +283,11 @@ impl Arch {
                             "give the input that shape first, e.g. `reshape(1, 8, 8)`",
                         ));
                     };
-                    let (hp, wp) = (h + 2 * padding, w + 2 * padding);
+                    let padded =
+                        |side: usize| padding.checked_mul(2).and_then(|p| p.checked_add(side));
+                    let (Some(hp), Some(wp)) = (padded(h), padded(w)) else {
+                        return Err(fail(format!("padding {padding} is too large"), TOO_LARGE));
+                    };
                     if *kernel > hp || *kernel > wp {
                         return Err(fail(
                             format!("a {kernel}x{kernel} kernel is larger than the padded input"),
@@ -295,11 +311,11 @@ impl Arch {
                     }
                     vec![c, h / k, w / k]
                 }
-                Layer::Flatten => vec![shape.iter().product()],
+                Layer::Flatten => vec![values(&shape).unwrap_or(usize::MAX)],
                 Layer::Reshape { shape: to } => {
-                    let (from_n, to_n): (usize, usize) =
-                        (shape.iter().product(), to.iter().product());
-                    if from_n != to_n {
+                    let (from_n, to_n) = (values(&shape), values(to));
+                    if from_n != to_n || to_n.is_none() {
+                        let from_n = from_n.map_or("too many".to_string(), |n| n.to_string());
                         let to_text =
                             to.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
                         return Err(fail(
@@ -311,10 +327,24 @@ impl Arch {
                 }
                 _ => shape.clone(),
             };
+            if values(&next).is_none_or(|n| n > MAX_VALUES) {
+                return Err(fail(format!("its output {next:?} is too large"), TOO_LARGE));
+            }
             shapes.push(next.clone());
             shape = next;
         }
-        Ok(Arch { input, layers, shapes })
+        let arch = Arch { input, layers, shapes };
+        let weights = arch.params().iter().try_fold(0usize, |sum, (_, dims)| {
+            values(dims).filter(|&n| n <= MAX_VALUES).and_then(|n| sum.checked_add(n))
+        });
+        if weights.is_none_or(|n| n > MAX_VALUES) {
+            let index = arch.layers.len().saturating_sub(1);
+            let input =
+                if index == 0 { arch.input.clone() } else { arch.shapes[index - 1].clone() };
+            let reason = "the model has more weights than any machine can hold".to_string();
+            return Err(ShapeError { index, input, reason, help: TOO_LARGE });
+        }
+        Ok(arch)
     }
 
     /// The parameters of the architecture with their PyTorch names and

@@ -345,7 +345,9 @@ pub(super) fn search(block: &ast::Block, env: &Env, errors: &mut Errors) -> Opti
     let space = space(space_value, train_block, train, strategy, errors)?;
     let trials = match (trials, strategy) {
         (Some((n, _)), _) => n.unwrap_or(1),
-        (None, Strategy::Grid) => space.iter().map(|d| grid_size(&d.dist)).product(),
+        (None, Strategy::Grid) => {
+            space.iter().map(|d| grid_size(&d.dist)).fold(1, usize::saturating_mul)
+        }
         (None, _) => 16,
     };
     Some(SearchSpec {
@@ -583,7 +585,9 @@ fn grid_size(dist: &Distribution) -> usize {
         Distribution::Uniform { points, .. } | Distribution::LogUniform { points, .. } => {
             points.unwrap_or(1)
         }
-        Distribution::Range { low, high } => (high - low + 1) as usize,
+        Distribution::Range { low, high } => {
+            usize::try_from(i128::from(*high) - i128::from(*low) + 1).unwrap_or(usize::MAX)
+        }
         Distribution::Choice(values) => values.len(),
     }
 }
