@@ -712,7 +712,8 @@ proptest::proptest! {
     /// which formats to itself.
     #[test]
     fn generated_recipes_format_stably(text in generated::file()) {
-        recipe::syntax::parse(&text).unwrap_or_else(|e| panic!("generated text parses: {e:?}\n{text}"));
+        recipe::syntax::parse(&text)
+            .unwrap_or_else(|e| panic!("generated text parses: {e:?}\n{text}"));
         stable(&text);
     }
 }

@@ -58,7 +58,8 @@ fuzz_target!(|bytes: &[u8]| {
             let _ = recipe::formats::safetensors::read(&dir.join(write("w.safetensors", file)));
         }
         1 => {
-            let _ = recipe::formats::gguf::read(&dir.join(write("w.gguf", file)), &candle_core::Device::Cpu);
+            let path = dir.join(write("w.gguf", file));
+            let _ = recipe::formats::gguf::read(&path, &candle_core::Device::Cpu);
         }
         2 => {
             let images = write("images.idx", file);

@@ -100,7 +100,7 @@ impl Spec {
             }
             Spec::Eval(e) => {
                 let mut names: Vec<&str> = e.models.iter().map(String::as_str).collect();
-                names.push(e.data.block.as_str());
+                names.extend(e.data.iter().map(|d| d.block.as_str()));
                 names
             }
             Spec::Save(s) => vec![s.from.as_str()],
@@ -426,7 +426,11 @@ pub enum Layer {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadSpec {
+    /// A safetensors file, or the index of a sharded checkpoint.
     pub path: PathBuf,
+    /// The shards an index lists, relative to the recipe's folder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<PathBuf>,
     /// The model block whose architecture the weights follow.
     pub model: Option<String>,
     pub arch: Option<Arch>,
@@ -811,7 +815,7 @@ impl TensorSelection {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QuantScheme {
     Int8,
     Int4,
@@ -861,7 +865,8 @@ pub struct EvalSpec {
     /// For each model, the format its `size` is measured in: sparse when
     /// the recipe saves those weights in the sparse format.
     pub formats: Vec<SaveFormat>,
-    pub data: DataRef,
+    /// The split that runs the models; weight-only metrics need none.
+    pub data: Option<DataRef>,
     pub metrics: Vec<Metric>,
     pub path: Option<PathBuf>,
 }
@@ -873,6 +878,8 @@ pub enum Metric {
     Size,
     Sparsity,
     Latency,
+    /// The relative error `||w - dequant(quant(w))|| / ||w||` of quantized checkpoint tensors.
+    Error,
 }
 
 impl Metric {
@@ -883,6 +890,7 @@ impl Metric {
             Metric::Size => "size",
             Metric::Sparsity => "sparsity",
             Metric::Latency => "latency",
+            Metric::Error => "error",
         }
     }
 }

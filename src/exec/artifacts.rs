@@ -37,6 +37,9 @@ struct WeightsDetail {
     arch: Option<Arch>,
     made_by: String,
     step_hash: String,
+    /// Weights left in a checkpoint: its path and the operations on it, and no payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<crate::steps::stream::Streamed>,
 }
 
 /// What the manifest says about a dataset beyond its splits.
@@ -82,12 +85,15 @@ pub fn encode(node: &Node, artifact: &Artifact) -> Result<(Manifest, Payload), S
                 arch: w.arch.clone(),
                 made_by: w.made_by.clone(),
                 step_hash: w.step_hash.clone(),
+                stream: w.stream.as_deref().cloned(),
             };
             manifest.detail = serde_json::to_value(detail).expect("details serialise");
             manifest.metrics = w.metrics.clone();
             manifest.notes = w.notes.clone();
             manifest.outputs = w.written.iter().map(output).collect();
-            payload.extend(weights_files(w)?);
+            if w.stream.is_none() {
+                payload.extend(weights_files(w)?);
+            }
         }
         Artifact::Metrics(table) => {
             manifest.detail = serde_json::to_value(table.as_ref()).expect("tables serialise");
@@ -98,9 +104,9 @@ pub fn encode(node: &Node, artifact: &Artifact) -> Result<(Manifest, Payload), S
             }
             manifest.outputs = table.path.iter().map(output).collect();
         }
-        Artifact::File(path) => {
-            manifest.detail = serde_json::to_value(path).expect("paths serialise");
-            manifest.outputs = vec![output(path)];
+        Artifact::Files(paths) => {
+            manifest.detail = serde_json::to_value(paths).expect("paths serialise");
+            manifest.outputs = paths.iter().map(output).collect();
         }
     }
     Ok((manifest, payload))
@@ -119,13 +125,15 @@ pub fn decode(manifest: &Manifest, cache: &Cache, dev: &Device) -> Result<Artifa
         }
         "model" => Artifact::Arch(Arc::new(serde_json::from_value(detail).map_err(bad)?)),
         "eval" => Artifact::Metrics(Arc::new(serde_json::from_value(detail).map_err(bad)?)),
-        "save" => Artifact::File(serde_json::from_value(detail).map_err(bad)?),
+        "save" => Artifact::Files(serde_json::from_value(detail).map_err(bad)?),
         _ => {
             let detail: WeightsDetail = serde_json::from_value(detail).map_err(bad)?;
-            let (raw, metadata) =
-                crate::formats::safetensors::read(&file(WEIGHTS)).map_err(|e| e.to_string())?;
-            let (mut tensors, mut quant, _) =
-                crate::steps::load::decode_safetensors(raw, metadata, dev)?;
+            let (mut tensors, mut quant) = (Default::default(), Default::default());
+            if detail.stream.is_none() {
+                let (raw, metadata) =
+                    crate::formats::safetensors::read(&file(WEIGHTS)).map_err(|e| e.to_string())?;
+                (tensors, quant, _) = crate::steps::load::decode_safetensors(raw, metadata, dev)?;
+            }
             if manifest.payload.contains_key(GGML) {
                 let (t, q, _) = crate::steps::load::read_gguf(&file(GGML), dev)?;
                 tensors.extend(t);
@@ -140,6 +148,7 @@ pub fn decode(manifest: &Manifest, cache: &Cache, dev: &Device) -> Result<Artifa
                 quant,
                 notes: manifest.notes.clone(),
                 written: manifest.outputs.iter().map(|o| o.path.clone()).collect(),
+                stream: detail.stream.map(Arc::new),
             }))
         }
     })

@@ -40,7 +40,7 @@ pub enum Artifact {
     Arch(Arc<Arch>),
     Weights(Arc<WeightsArtifact>),
     Metrics(Arc<steps::eval::Table>),
-    File(PathBuf),
+    Files(Vec<PathBuf>),
 }
 
 /// Weights with what is known about them.
@@ -64,6 +64,9 @@ pub struct WeightsArtifact {
     /// Files the step wrote besides the weights (a search's trial table), relative to the
     /// recipe's folder.
     pub written: Vec<PathBuf>,
+    /// Weights that stay in a checkpoint on disk, with the operations still to apply to them;
+    /// `tensors` is then empty.
+    pub stream: Option<Arc<steps::stream::Streamed>>,
 }
 
 impl WeightsArtifact {
@@ -83,7 +86,15 @@ impl WeightsArtifact {
             quant: QuantMap::new(),
             notes: Vec::new(),
             written: Vec::new(),
+            stream: None,
         }
+    }
+
+    /// Weights left in a checkpoint on disk.
+    pub fn streamed(streamed: steps::stream::Streamed, node: &Node) -> Self {
+        let mut w = WeightsArtifact::plain(None, Weights::new(), node, BTreeMap::new());
+        w.stream = Some(Arc::new(streamed));
+        w
     }
 }
 

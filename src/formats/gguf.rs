@@ -175,3 +175,159 @@ fn candle_message(e: candle_core::Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// One tensor of a GGUF file written by [`GgufStream`]: its name, its GGUF type code, its
+/// stored shape (outermost dimension first) and the bytes of its data.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub name: String,
+    code: u32,
+    pub dims: Vec<usize>,
+    bytes: u64,
+}
+
+impl Planned {
+    /// A tensor in a GGML type: a float type or a block format.
+    pub fn ggml(name: &str, dtype: GgmlDType, dims: Vec<usize>) -> Planned {
+        let n: u64 = dims.iter().map(|&d| d as u64).product();
+        let bytes = n / dtype.block_size() as u64 * dtype.type_size() as u64;
+        Planned { name: name.to_string(), code: ggml_code(dtype), dims, bytes }
+    }
+
+    /// A tensor of plain integers or doubles, which GGUF stores under types of their own
+    /// (candle's reader does not know them): `I8`, `I16`, `I32`, `I64` or `F64`.
+    pub fn plain(
+        name: &str,
+        dtype: super::safetensors::Dtype,
+        dims: Vec<usize>,
+    ) -> Option<Planned> {
+        use super::safetensors::Dtype;
+        let (code, size) = match dtype {
+            Dtype::I8 => (24, 1),
+            Dtype::I16 => (25, 2),
+            Dtype::I32 => (26, 4),
+            Dtype::I64 => (27, 8),
+            Dtype::F64 => (28, 8),
+            _ => return None,
+        };
+        let n: u64 = dims.iter().map(|&d| d as u64).product();
+        Some(Planned { name: name.to_string(), code, dims, bytes: n * size })
+    }
+
+    /// The bytes of its data.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// The alignment of tensor data, GGUF's default.
+const ALIGNMENT: u64 = 32;
+
+/// A GGUF (version 3) file written one tensor at a time, so that a checkpoint larger than
+/// memory can be converted: the header goes first, worked out from each tensor's type and
+/// shape, then each tensor's data as it comes, in the planned order. The file appears at
+/// its path only once every tensor is in.
+pub struct GgufStream {
+    file: super::AtomicFile,
+    planned: Vec<Planned>,
+    next: usize,
+    path: std::path::PathBuf,
+}
+
+impl GgufStream {
+    /// Start the file at `path` with string `metadata` (plus [`SHAPES_KEY`] from `shapes`,
+    /// the original shapes of tensors stored with another) and the tensors of `planned`.
+    pub fn create(
+        path: &Path,
+        metadata: &BTreeMap<String, String>,
+        shapes: &BTreeMap<String, Vec<usize>>,
+        planned: Vec<Planned>,
+    ) -> Result<GgufStream, GgufError> {
+        let write = |source| GgufError::Write { path: path.to_owned(), source };
+        let mut meta = metadata.clone();
+        if !shapes.is_empty() {
+            meta.insert(SHAPES_KEY.into(), serde_json::to_string(shapes).expect("shapes"));
+        }
+        let string = |out: &mut Vec<u8>, s: &str| {
+            out.extend((s.len() as u64).to_le_bytes());
+            out.extend(s.as_bytes());
+        };
+        let mut head = b"GGUF".to_vec();
+        head.extend(3u32.to_le_bytes());
+        head.extend((planned.len() as u64).to_le_bytes());
+        head.extend((meta.len() as u64).to_le_bytes());
+        for (key, value) in &meta {
+            string(&mut head, key);
+            head.extend(8u32.to_le_bytes()); // a string
+            string(&mut head, value);
+        }
+        let mut offset = 0u64;
+        for t in &planned {
+            string(&mut head, &t.name);
+            head.extend((t.dims.len() as u32).to_le_bytes());
+            for d in t.dims.iter().rev() {
+                head.extend((*d as u64).to_le_bytes());
+            }
+            head.extend(t.code.to_le_bytes());
+            head.extend(offset.to_le_bytes());
+            offset = (offset + t.bytes()).next_multiple_of(ALIGNMENT);
+        }
+        head.resize(head.len().next_multiple_of(ALIGNMENT as usize), 0);
+        let mut file = super::AtomicFile::create(path).map_err(write)?;
+        file.write_all(&head).map_err(write)?;
+        Ok(GgufStream { file, planned, next: 0, path: path.to_owned() })
+    }
+
+    /// The data of the next planned tensor, `name`.
+    pub fn push(&mut self, name: &str, data: &[u8]) -> Result<(), GgufError> {
+        let encode = |message: String| GgufError::Encode { name: name.to_string(), message };
+        let Some(t) = self.planned.get(self.next) else {
+            return Err(encode("more tensors than planned".into()));
+        };
+        if t.name != name || t.bytes() != data.len() as u64 {
+            return Err(encode(format!(
+                "expected `{}` of {} bytes, got {} bytes",
+                t.name,
+                t.bytes(),
+                data.len()
+            )));
+        }
+        let write = |source| GgufError::Write { path: self.path.clone(), source };
+        self.file.write_all(data).map_err(write)?;
+        let pad = (data.len() as u64).next_multiple_of(ALIGNMENT) - data.len() as u64;
+        self.file.write_all(&vec![0u8; pad as usize]).map_err(write)?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Put the file in place once every planned tensor is in.
+    pub fn finish(self) -> Result<(), GgufError> {
+        if self.next != self.planned.len() {
+            let name = self.planned[self.next].name.clone();
+            return Err(GgufError::Encode { name, message: "never written".into() });
+        }
+        let path = self.path.clone();
+        self.file.commit().map_err(|source| GgufError::Write { path, source })
+    }
+}
+
+/// The type code GGUF stores for `dtype`.
+fn ggml_code(dtype: GgmlDType) -> u32 {
+    match dtype {
+        GgmlDType::F32 => 0,
+        GgmlDType::F16 => 1,
+        GgmlDType::Q4_0 => 2,
+        GgmlDType::Q4_1 => 3,
+        GgmlDType::Q5_0 => 6,
+        GgmlDType::Q5_1 => 7,
+        GgmlDType::Q8_0 => 8,
+        GgmlDType::Q8_1 => 9,
+        GgmlDType::Q2K => 10,
+        GgmlDType::Q3K => 11,
+        GgmlDType::Q4K => 12,
+        GgmlDType::Q5K => 13,
+        GgmlDType::Q6K => 14,
+        GgmlDType::Q8K => 15,
+        GgmlDType::BF16 => 30,
+    }
+}

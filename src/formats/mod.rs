@@ -6,6 +6,7 @@
 //! [`sparse`] and [`quant`] are the pruned and integer-quantized layouts of
 //! tensors inside a safetensors file; [`gguf`] writes and reads the GGML formats.
 
+pub mod checkpoint;
 pub mod gguf;
 pub mod inspect;
 pub mod quant;
@@ -13,8 +14,8 @@ pub mod safetensors;
 pub mod sparse;
 
 use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::Path;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 /// Write `bytes` to `path` so that a reader sees either the old file or the
 /// whole new one, never a part.
@@ -52,6 +53,58 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+/// The temporary file beside `path` that a write in progress goes to, `.NAME.tmp-PID`, with
+/// `suffix` appended; a run removes those that killed runs left.
+pub fn temporary(path: &Path, suffix: &str) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}{suffix}", std::process::id()))
+}
+
+/// A file written piece by piece that appears at its path whole or not at all: the pieces
+/// go to a temporary file that [`AtomicFile::commit`] syncs and renames into place, and that
+/// is removed if the writer is dropped before.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<BufWriter<File>>,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path) -> io::Result<AtomicFile> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)?;
+        }
+        let tmp = temporary(path, "");
+        let file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        Ok(AtomicFile { path: path.to_path_buf(), tmp, file: Some(file) })
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.as_mut().expect("a file is written until committed").write_all(bytes)
+    }
+
+    /// Sync the file and rename it into place.
+    pub fn commit(mut self) -> io::Result<()> {
+        let file = self.file.take().expect("a file is committed once");
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.tmp, &self.path)?;
+        if let Some(dir) = self.path.parent().and_then(|p| File::open(p).ok()) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Write `bytes` to a new file at `path` and sync it to disk, for a file that only becomes

@@ -78,6 +78,9 @@ pub enum FormatError {
     MissingTensor { path: PathBuf, name: String, available: String },
     #[error("`{}`: {source}", path.display())]
     Crate { path: PathBuf, source: safetensors::SafeTensorError },
+    /// An index of a sharded checkpoint that cannot be read, with why.
+    #[error("`{}` is not a checkpoint index recipe can read: {detail}", path.display())]
+    Index { path: PathBuf, detail: String },
     /// A GGUF file that cannot be read, with why.
     #[error("`{}` is not a GGUF file recipe can read: {detail}", path.display())]
     Gguf { path: PathBuf, detail: String },
@@ -99,6 +102,7 @@ impl FormatError {
             | FormatError::TrailingBytes { path, .. }
             | FormatError::MissingTensor { path, .. }
             | FormatError::Crate { path, .. }
+            | FormatError::Index { path, .. }
             | FormatError::Gguf { path, .. } => path,
         };
         *path = shown.to_owned();
@@ -336,6 +340,25 @@ pub fn to_bytes(
     tensors: &BTreeMap<String, RawTensor>,
     metadata: &BTreeMap<String, String>,
 ) -> Vec<u8> {
+    let header = header_bytes(
+        tensors.iter().map(|(n, t)| (n.as_str(), t.dtype, &t.shape[..], t.data.len())),
+        metadata,
+    );
+    let data_len: usize = tensors.values().map(|t| t.data.len()).sum();
+    let mut bytes = Vec::with_capacity(header.len() + data_len);
+    bytes.extend_from_slice(&header);
+    for t in tensors.values() {
+        bytes.extend_from_slice(&t.data);
+    }
+    bytes
+}
+
+/// The length prefix and padded JSON header of a file holding, in the order given (which
+/// must be name order), tensors of the given names, dtypes, shapes and byte lengths.
+fn header_bytes<'a>(
+    tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], usize)>,
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
     let mut header = String::from("{");
     let mut first = true;
     if !metadata.is_empty() {
@@ -351,40 +374,179 @@ pub fn to_bytes(
         first = false;
     }
     let mut offset = 0usize;
-    for (name, t) in tensors {
+    for (name, dtype, shape, len) in tensors {
         if !first {
             header.push(',');
         }
         first = false;
-        let shape: Vec<String> = t.shape.iter().map(usize::to_string).collect();
-        let end = offset + t.data.len();
+        let shape: Vec<String> = shape.iter().map(usize::to_string).collect();
+        let end = offset + len;
         let _ = write!(
             header,
             "{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
             json_string(name),
-            t.dtype,
+            dtype,
             shape.join(",")
         );
         offset = end;
     }
     header.push('}');
-
-    // The spec asks for the data to start at a multiple of 8, so that
-    // readers may map it in place; spaces are valid JSON padding.
     while header.len() % 8 != 0 {
         header.push(' ');
     }
-
-    let mut bytes = Vec::with_capacity(8 + header.len() + offset);
+    let mut bytes = Vec::with_capacity(8 + header.len());
     bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
-    for t in tensors.values() {
-        bytes.extend_from_slice(&t.data);
-    }
     bytes
 }
 
-/// A string as a JSON literal, escaped.
+/// A safetensors file, or a set of shards with an index, written one tensor at a time.
+///
+/// The header lists every tensor's offsets in name order, so it is known only at the end:
+/// tensors go to a spill file beside the output as they come, and [`SafetensorsStream::finish`]
+/// writes the header and copies the data behind it. The data is written twice; memory holds
+/// one tensor.
+pub struct SafetensorsStream {
+    path: PathBuf,
+    spill_path: PathBuf,
+    spill: File,
+    entries: BTreeMap<String, (Dtype, Vec<usize>, u64, u64)>,
+    end: u64,
+}
+
+impl SafetensorsStream {
+    pub fn create(path: &Path) -> Result<SafetensorsStream, FormatError> {
+        let write = |source| FormatError::Write { path: path.to_owned(), source };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(write)?;
+        }
+        let spill_path = super::temporary(path, "-spill");
+        let spill = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&spill_path)
+            .map_err(write)?;
+        Ok(SafetensorsStream {
+            path: path.to_owned(),
+            spill_path,
+            spill,
+            entries: BTreeMap::new(),
+            end: 0,
+        })
+    }
+
+    pub fn push(&mut self, name: &str, t: &RawTensor) -> Result<(), FormatError> {
+        let bad = |detail: String| FormatError::BadTensor {
+            path: self.path.clone(),
+            name: name.to_owned(),
+            detail,
+        };
+        if name == METADATA_KEY || self.entries.contains_key(name) {
+            return Err(bad("the name is reserved or written twice".into()));
+        }
+        t.check().map_err(bad)?;
+        use std::io::Write as _;
+        self.spill
+            .write_all(&t.data)
+            .map_err(|source| FormatError::Write { path: self.path.clone(), source })?;
+        let len = t.data.len() as u64;
+        self.entries.insert(name.to_owned(), (t.dtype, t.shape.clone(), self.end, len));
+        self.end += len;
+        Ok(())
+    }
+
+    /// Write the file with `metadata`; or, with `shard_size`, shards of at most that many
+    /// bytes of data each (or one tensor, if larger) named `STEM-00001-of-0000N.safetensors`
+    /// and an index `NAME.index.json` listing where each tensor is. Returns the files written.
+    pub fn finish(
+        self,
+        metadata: &BTreeMap<String, String>,
+        shard_size: Option<u64>,
+    ) -> Result<Vec<PathBuf>, FormatError> {
+        let write = |source| FormatError::Write { path: self.path.clone(), source };
+        let mut groups: Vec<Vec<&String>> = vec![Vec::new()];
+        let mut size = 0u64;
+        for (name, (_, _, _, len)) in &self.entries {
+            let full = shard_size.is_some_and(|limit| size + len > limit);
+            if full && !groups.last().is_some_and(Vec::is_empty) {
+                groups.push(Vec::new());
+                size = 0;
+            }
+            size += len;
+            groups.last_mut().expect("one group at least").push(name);
+        }
+        let files: Vec<PathBuf> = match shard_size {
+            None => vec![self.path.clone()],
+            Some(_) => {
+                let stem = self.path.file_stem().map(|s| s.to_string_lossy().into_owned());
+                let stem = stem.unwrap_or_default();
+                (1..=groups.len())
+                    .map(|i| {
+                        self.path.with_file_name(format!(
+                            "{stem}-{i:05}-of-{:05}.safetensors",
+                            groups.len()
+                        ))
+                    })
+                    .collect()
+            }
+        };
+        let mut written = Vec::new();
+        let mut weight_map = BTreeMap::new();
+        for (group, file) in groups.iter().zip(&files) {
+            let tensors = group.iter().map(|name| {
+                let (dtype, shape, _, len) = &self.entries[*name];
+                (name.as_str(), *dtype, &shape[..], *len as usize)
+            });
+            let mut out = super::AtomicFile::create(file).map_err(write)?;
+            out.write_all(&header_bytes(tensors, metadata)).map_err(write)?;
+            for name in group {
+                let (_, _, start, len) = self.entries[*name];
+                let mut buf = vec![0u8; len as usize];
+                read_exact_at(&self.spill, &mut buf, start).map_err(write)?;
+                out.write_all(&buf).map_err(write)?;
+                let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+                weight_map.insert((*name).clone(), file_name.unwrap_or_default());
+            }
+            out.commit().map_err(write)?;
+            written.push(file.clone());
+        }
+        if shard_size.is_some() {
+            let index_path = {
+                let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+                name.push(".index.json");
+                self.path.with_file_name(name)
+            };
+            let index = serde_json::json!({
+                "metadata": { "total_size": self.end },
+                "weight_map": weight_map,
+            });
+            let text = serde_json::to_string_pretty(&index).expect("an index serialises");
+            super::write_atomic(&index_path, text.as_bytes()).map_err(write)?;
+            written.push(index_path);
+        }
+        Ok(written)
+    }
+}
+
+impl Drop for SafetensorsStream {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.spill_path);
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(buf)
+}
+
 fn json_string(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
@@ -455,6 +617,38 @@ pub fn read(path: &Path) -> Result<(Tensors, Metadata), FormatError> {
                 data: view.data().to_vec(),
             };
             (name.to_owned(), raw)
+        })
+        .collect();
+    Ok((tensors, layout.metadata))
+}
+
+/// Where one tensor's bytes lie in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    /// The file offset of its first byte.
+    pub start: u64,
+    pub len: u64,
+}
+
+/// Every tensor of a file with where its bytes lie, and the file's metadata, from the
+/// header alone (checked as [`read_header`] checks it).
+pub fn locate(path: &Path) -> Result<(BTreeMap<String, Located>, Metadata), FormatError> {
+    let mut file = open(path)?;
+    let layout = read_layout(path, &mut file)?;
+    let tensors = layout
+        .entries
+        .into_iter()
+        .map(|(name, e)| {
+            let (begin, end) = e.data_offsets;
+            let located = Located {
+                dtype: e.dtype,
+                shape: e.shape,
+                start: layout.data_start + begin as u64,
+                len: (end - begin) as u64,
+            };
+            (name, located)
         })
         .collect();
     Ok((tensors, layout.metadata))

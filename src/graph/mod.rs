@@ -147,7 +147,7 @@ fn topological_order(checked: &Checked) -> Vec<&crate::check::Block> {
 fn reads(spec: &Spec) -> Vec<PathBuf> {
     match spec {
         Spec::Data(d) => d.source.files().into_iter().cloned().collect(),
-        Spec::Load(l) => vec![l.path.clone()],
+        Spec::Load(l) => std::iter::once(&l.path).chain(&l.shards).cloned().collect(),
         _ => vec![],
     }
 }

@@ -151,7 +151,7 @@ fn magnitude_with(
 }
 
 /// The number of weights a sparsity `s` prunes of `n`: `round(s * n)`, half to even.
-fn prune_count(s: f64, n: usize) -> usize {
+pub fn prune_count(s: f64, n: usize) -> usize {
     // `clamp` keeps a NaN, and the cast below turns a NaN into 0.
     let s = s.clamp(0.0, 1.0);
     ((s * n as f64).round_ties_even() as usize).min(n)
@@ -159,7 +159,7 @@ fn prune_count(s: f64, n: usize) -> usize {
 
 /// The sortable pattern of `|w|`, with every NaN mapped to [`NAN_KEY`].
 #[inline(always)]
-fn key(w: f32) -> u32 {
+pub fn key(w: f32) -> u32 {
     (w.to_bits() & ABS_MASK).min(NAN_KEY)
 }
 

@@ -14,6 +14,9 @@ use crate::nn::quant::{matmuls, Quantized};
 /// How many single-sample forward passes the latency median is taken over.
 const LATENCY_REPEATS: usize = 50;
 
+/// One row of a table: what was measured, and the figures.
+pub type Row = (String, BTreeMap<Metric, f64>);
+
 /// The result of an eval step.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Table {
@@ -24,7 +27,7 @@ pub struct Table {
     pub samples: usize,
     pub metrics: Vec<Metric>,
     /// One row per evaluated block, in the order the recipe lists them.
-    pub rows: Vec<(String, BTreeMap<Metric, f64>)>,
+    pub rows: Vec<Row>,
     /// Where the JSON copy was written, relative to the recipe folder.
     pub path: Option<PathBuf>,
     /// How quantized rows were run, one line each, printed under the table.
@@ -45,7 +48,10 @@ impl Table {
         let widths: Vec<usize> = (0..lines[0].len())
             .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
             .collect();
-        let mut out = format!("eval {} on {} ({} samples)\n", self.name, self.data, self.samples);
+        let mut out = match self.data.as_str() {
+            "" => format!("eval {} (weights only)\n", self.name),
+            data => format!("eval {} on {data} ({} samples)\n", self.name, self.samples),
+        };
         for line in lines {
             let cells: Vec<String> = line
                 .iter()
@@ -96,6 +102,7 @@ fn format_metric(m: Metric, v: f64) -> String {
         Metric::Loss => format!("{v:.4}"),
         Metric::Size => human_bytes(v as u64),
         Metric::Latency => format!("{v:.3}"),
+        Metric::Error => format!("{:.3}%", v * 100.0),
     }
 }
 
@@ -115,29 +122,42 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 pub fn run(spec: &EvalSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
-    let dataset = inputs.dataset(&spec.data.block);
-    let part = dataset.part(spec.data.split);
-    let runs_model = spec.metrics.iter().any(|m| matches!(m, Metric::Accuracy | Metric::Loss));
-    if runs_model && part.n == 0 {
-        return Err(StepError::new(
-            format!("the {} split of `{}` is empty", spec.data.split.name(), spec.data.block),
-            "give the split a share in the data block's `split`",
-        ));
+    // The split the models run on, when a metric runs them.
+    let mut split = None;
+    if let Some(data) = &spec.data {
+        let dataset = inputs.dataset(&data.block);
+        let part = dataset.part(data.split);
+        let runs_model = spec.metrics.iter().any(|m| matches!(m, Metric::Accuracy | Metric::Loss));
+        if runs_model && part.n == 0 {
+            return Err(StepError::new(
+                format!("the {} split of `{}` is empty", data.split.name(), data.block),
+                "give the split a share in the data block's `split`",
+            ));
+        }
+        let (xs, ys) = part.tensors(&dataset.features, ctx.dev)?;
+        split = Some((xs, ys, dataset.classes, part.n));
     }
-    let (xs, ys) = part.tensors(&dataset.features, ctx.dev)?;
 
     let mut rows = Vec::with_capacity(spec.models.len());
     let mut notes = Vec::new();
     for (name, format) in spec.models.iter().zip(&spec.formats) {
         let weights = inputs.weights(name);
-        let values = measure(spec, weights, *format, &xs, &ys, dataset.classes)?;
+        if let Some(streamed) = &weights.stream {
+            rows.extend(super::stream::measure(name, streamed, *format, ctx)?);
+            continue;
+        }
+        let run = split.as_ref().map(|(xs, ys, classes, _)| (xs, ys, *classes));
+        let values = measure(spec, weights, *format, run)?;
         rows.push((name.clone(), values));
         notes.extend(quantized_note(name, weights));
     }
     let table = Table {
         name: ctx.node.name.clone(),
-        data: format!("{}.{}", spec.data.block, spec.data.split.name()),
-        samples: part.n,
+        data: spec
+            .data
+            .as_ref()
+            .map_or(String::new(), |d| format!("{}.{}", d.block, d.split.name())),
+        samples: split.map_or(0, |s| s.3),
         metrics: spec.metrics.clone(),
         rows,
         path: spec.path.clone(),
@@ -153,14 +173,12 @@ fn measure(
     spec: &EvalSpec,
     weights: &WeightsArtifact,
     format: SaveFormat,
-    xs: &candle_core::Tensor,
-    ys: &candle_core::Tensor,
-    classes: usize,
+    split: Option<(&candle_core::Tensor, &candle_core::Tensor, usize)>,
 ) -> Result<BTreeMap<Metric, f64>, StepError> {
     let mut values = BTreeMap::new();
     let qmm = &matmuls(&weights.quant)?;
     let needs_scores = spec.metrics.iter().any(|m| matches!(m, Metric::Accuracy | Metric::Loss));
-    if needs_scores {
+    if let (true, Some((xs, ys, classes))) = (needs_scores, split) {
         let arch = weights.arch.as_ref().expect("the checker requires an architecture");
         // The loss reported is cross-entropy whatever the training loss was,
         // so that rows trained differently stay comparable.
@@ -178,9 +196,17 @@ fn measure(
             }
             Metric::Latency => {
                 let arch = weights.arch.as_ref().expect("the checker requires an architecture");
+                let (xs, _, _) = split.expect("the checker requires data to run the model");
                 let sample = xs.narrow(0, 0, 1.min(xs.dim(0)?))?;
                 let t = latency(arch, &weights.tensors, qmm, &sample, LATENCY_REPEATS)?;
                 values.insert(*m, t.as_secs_f64() * 1e3);
+            }
+            Metric::Error => {
+                return Err(StepError::new(
+                    "the error metric measures checkpoints streamed from disk; these weights \
+                     were read whole",
+                    "measure the error of weights loaded without a `model`",
+                ))
             }
             Metric::Accuracy | Metric::Loss => {}
         }

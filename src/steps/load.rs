@@ -10,22 +10,72 @@ use candle_core::{DType, Device};
 
 use crate::check::{LoadSpec, QuantScheme};
 use crate::exec::{Artifact, Context, StepError, WeightsArtifact};
-use crate::formats::safetensors::{Metadata, Tensors};
+use crate::formats::checkpoint::Checkpoint;
+use crate::formats::safetensors::{Metadata, RawTensor, Tensors};
+use crate::formats::{quant, sparse};
 use crate::nn::quant::{QuantMap, Quantized};
 use crate::nn::Weights;
+use crate::steps::stream::{read_error, Streamed};
 
 pub fn run(spec: &LoadSpec, ctx: &Context) -> Result<Artifact, StepError> {
     let full = ctx.base_dir.join(&spec.path);
     let is_gguf = spec.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
-    let (mut tensors, quant, metadata) = if is_gguf {
+    let failed =
+        |e: String| StepError::new(format!("`{}`: {e}", spec.path.display()), help(&spec.path));
+    if !is_gguf {
+        let checkpoint = Checkpoint::open(&full).map_err(read_error)?;
+        // A checkpoint with no model stays on disk; one in a layout of this program's own
+        // (sparse or integer tensors) is small, and read whole.
+        let layout = [sparse::METADATA_KEY, quant::METADATA_KEY]
+            .iter()
+            .any(|k| checkpoint.metadata.contains_key(*k));
+        if spec.arch.is_none() && !layout {
+            // Every float is read once now, so that a value that is not finite is refused
+            // with its tensor's name before any work is done.
+            for name in checkpoint.tensors.keys() {
+                if checkpoint.is_float(name) {
+                    checkpoint.values(name).map_err(read_error)?;
+                }
+            }
+            let streamed = Streamed { path: spec.path.clone(), ops: Vec::new() };
+            let mut weights = WeightsArtifact::streamed(streamed, ctx.node);
+            weights.metrics = recorded_metrics(&checkpoint.metadata);
+            return Ok(Artifact::Weights(Arc::new(weights)));
+        }
+        if checkpoint.sharded {
+            let mut raw = Tensors::new();
+            for (name, (_, at)) in &checkpoint.tensors {
+                let data = checkpoint.bytes(name).map_err(read_error)?;
+                raw.insert(
+                    name.clone(),
+                    RawTensor { dtype: at.dtype, shape: at.shape.clone(), data },
+                );
+            }
+            let metadata = checkpoint.metadata.clone();
+            let (tensors, quant, metadata) =
+                decode_safetensors(raw, metadata, ctx.dev).map_err(failed)?;
+            return finish(spec, tensors, quant, &metadata, ctx);
+        }
+    }
+    let (tensors, quant, metadata) = if is_gguf {
         read_gguf(&full, ctx.dev)
     } else {
         crate::formats::safetensors::read(&full)
             .map_err(|e| e.with_path(&spec.path).to_string())
             .and_then(|(raw, metadata)| decode_safetensors(raw, metadata, ctx.dev))
     }
-    .map_err(|e| StepError::new(format!("`{}`: {e}", spec.path.display()), help(&spec.path)))?;
+    .map_err(failed)?;
+    finish(spec, tensors, quant, &metadata, ctx)
+}
 
+/// Weights read whole, in f32 when they follow a model.
+fn finish(
+    spec: &LoadSpec,
+    mut tensors: Weights,
+    quant: QuantMap,
+    metadata: &Metadata,
+    ctx: &Context,
+) -> Result<Artifact, StepError> {
     // A model runs in f32; without one the tensors pass through as stored.
     if spec.arch.is_some() {
         for t in tensors.values_mut() {
@@ -34,15 +84,19 @@ pub fn run(spec: &LoadSpec, ctx: &Context) -> Result<Artifact, StepError> {
             }
         }
     }
-    // Files written by `recipe` carry the metrics of the step that made
-    // them; keep them so a loaded model can be traced.
-    let metrics: BTreeMap<String, f64> = ["metrics", "recipe.metrics"]
-        .iter()
-        .find_map(|k| metadata.get(*k).and_then(|m| serde_json::from_str(m).ok()))
-        .unwrap_or_default();
+    let metrics = recorded_metrics(metadata);
     let mut weights = WeightsArtifact::plain(spec.arch.clone(), tensors, ctx.node, metrics);
     weights.quant = quant;
     Ok(Artifact::Weights(Arc::new(weights)))
+}
+
+/// Files written by `recipe` carry the metrics of the step that made them; they are kept so
+/// that loaded weights can be traced.
+fn recorded_metrics(metadata: &Metadata) -> BTreeMap<String, f64> {
+    ["metrics", "recipe.metrics"]
+        .iter()
+        .find_map(|k| metadata.get(*k).and_then(|m| serde_json::from_str(m).ok()))
+        .unwrap_or_default()
 }
 
 /// The tensors of a safetensors file's contents, in their stored dtypes: sparse tensors made

@@ -12,6 +12,7 @@ pub mod prune;
 pub mod quantize;
 pub mod save;
 pub mod search;
+pub mod stream;
 pub mod train;
 
 use crate::check::{Spec, TensorSelection};

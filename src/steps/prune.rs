@@ -17,10 +17,14 @@ use crate::exec::{Artifact, Context, Inputs, StepError, WeightsArtifact};
 use crate::nn::train::Constraints;
 use crate::nn::{channels, prune, Weights};
 use crate::rng::Rng;
+use crate::steps::stream::{self, Streamed};
 use crate::steps::train::retrain;
 
 pub fn run(spec: &PruneSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
     let from = inputs.weights(&spec.from);
+    if let Some(streamed) = &from.stream {
+        return streamed_prune(spec, streamed, ctx);
+    }
     let mut weights: Weights = BTreeMap::new();
     for (name, t) in &from.tensors {
         weights.insert(name.clone(), t.to_device(ctx.dev)?);
@@ -102,6 +106,30 @@ pub fn run(spec: &PruneSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact,
         metrics.insert("parameters".to_string(), params as f64);
     }
     Ok(Artifact::Weights(Arc::new(WeightsArtifact::plain(arch, weights, ctx.node, metrics))))
+}
+
+/// Pruning weights that stay on disk: the rule is worked out now (a global sparsity reads
+/// the targets twice) and applied as later steps read the tensors. Without retraining,
+/// gradual rounds end where one round would, so the target amount is applied at once.
+fn streamed_prune(
+    spec: &PruneSpec,
+    streamed: &Streamed,
+    ctx: &Context,
+) -> Result<Artifact, StepError> {
+    let checkpoint = streamed.open(ctx.base_dir)?;
+    let targets = stream::targets(&checkpoint, &spec.targets, &spec.ignore);
+    let pattern = match spec.pattern {
+        Pattern::NOfM { n, m } => Some((n, m)),
+        Pattern::Unstructured => None,
+        Pattern::Channels => unreachable!("the checker requires an architecture for channels"),
+    };
+    let rule = stream::rule(streamed, &checkpoint, &targets, spec.amount, spec.scope, pattern)?;
+    let mut metrics = BTreeMap::new();
+    metrics.insert("pruned_tensors".to_string(), targets.len() as f64);
+    let next = streamed.with(stream::Op::Prune { targets, rule });
+    let mut weights = WeightsArtifact::streamed(next, ctx.node);
+    weights.metrics = metrics;
+    Ok(Artifact::Weights(Arc::new(weights)))
 }
 
 /// The layer positions of `NAME.weight` tensors among `names`.

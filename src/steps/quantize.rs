@@ -32,10 +32,28 @@ use crate::nn::quant::{matmuls, QuantMap, Quantized, Scheme};
 use crate::nn::train::Constraints;
 use crate::nn::Weights;
 use crate::rng::Rng;
+use crate::steps::stream;
 use crate::steps::train::retrain;
 
 pub fn run(spec: &QuantSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
     let from = inputs.weights(&spec.from);
+    if let Some(streamed) = &from.stream {
+        // Weights on disk are quantized as later steps read them; without a model there is
+        // neither retraining nor a tolerance to measure.
+        let checkpoint = streamed.open(ctx.base_dir)?;
+        let targets = stream::targets(&checkpoint, &spec.targets, &spec.ignore);
+        let mut metrics = BTreeMap::new();
+        metrics.insert("quantized_tensors".to_string(), targets.len() as f64);
+        let scheme = stream::SchemeSpec {
+            scheme: spec.scheme,
+            granularity: spec.granularity,
+            symmetric: spec.symmetric,
+        };
+        let next = streamed.with(stream::Op::Quantize { targets, scheme });
+        let mut weights = WeightsArtifact::streamed(next, ctx.node);
+        weights.metrics = metrics;
+        return Ok(Artifact::Weights(Arc::new(weights)));
+    }
     let mut weights = Weights::new();
     for (name, t) in &from.tensors {
         weights.insert(name.clone(), t.to_device(ctx.dev)?);

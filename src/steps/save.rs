@@ -17,10 +17,14 @@ use crate::nn::quant::Quantized;
 
 pub fn run(spec: &SaveSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
     let weights = inputs.weights(&spec.from);
+    if let Some(streamed) = &weights.stream {
+        let files = super::stream::save(spec, weights, streamed, ctx)?;
+        return Ok(Artifact::Files(files));
+    }
     let bytes = file_bytes(weights, spec.format, metadata(weights, ctx))?;
     ctx.write_output(&spec.path, &bytes)?;
     tracing::info!(path = %spec.path.display(), bytes = bytes.len(), "saved");
-    Ok(Artifact::File(spec.path.clone()))
+    Ok(Artifact::Files(vec![spec.path.clone()]))
 }
 
 /// The bytes of the file the weights are saved as, in `format`, with `meta` in its metadata.

@@ -6,7 +6,7 @@ use crate::check::spec::{EvalSpec, Metric, SaveFormat, Split};
 use crate::check::value::{self, Errors, Settings};
 use crate::syntax::ast::{self, ValueKind};
 
-const METRICS: [&str; 5] = ["accuracy", "loss", "size", "sparsity", "latency"];
+const METRICS: [&str; 6] = ["accuracy", "loss", "size", "sparsity", "latency", "error"];
 
 pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option<EvalSpec> {
     let s = Settings::new(block, &["models", "data", "metrics", "path"], errors);
@@ -27,9 +27,7 @@ pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
             .collect();
         (errors.0.len() == before).then_some(names)
     });
-    let data = s
-        .require("data", "digits.test", errors)
-        .and_then(|v| env.data_ref("data", v, Split::Test, errors));
+    let data = s.get("data").map(|v| env.data_ref("data", v, Split::Test, errors));
     let metrics = match s.get("metrics") {
         Some(v) => {
             let ValueKind::List(items) = &v.kind else {
@@ -43,6 +41,7 @@ pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
                     Some("loss") => Metric::Loss,
                     Some("size") => Metric::Size,
                     Some("sparsity") => Metric::Sparsity,
+                    Some("error") => Metric::Error,
                     Some(_) => Metric::Latency,
                     None => continue,
                 };
@@ -52,6 +51,8 @@ pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
             }
             Some(metrics)
         }
+        // Without data, what can be measured from the weights alone.
+        None if data.is_none() => Some(vec![Metric::Size, Metric::Sparsity, Metric::Error]),
         None => Some(vec![Metric::Accuracy, Metric::Loss]),
     };
     let path = s.get("path").and_then(|v| {
@@ -63,16 +64,25 @@ pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
         env.out.check(std::path::Path::new(p), v.span, errors)?;
         Some(p.into())
     });
-    let (models, data, metrics) = (models?, data?, metrics?);
-
-    // Accuracy, loss and latency run the model, so they need its layers.
-    let runs =
-        metrics.iter().any(|m| matches!(m, Metric::Accuracy | Metric::Loss | Metric::Latency));
+    // Accuracy, loss and latency run the model, so they need its layers and data.
+    let runs = metrics.as_ref().is_some_and(|ms| {
+        ms.iter().any(|m| matches!(m, Metric::Accuracy | Metric::Loss | Metric::Latency))
+    });
+    let data = match data {
+        Some(d) => Some(d?),
+        None if runs => {
+            s.require("data", "digits.test", errors);
+            return None;
+        }
+        None => None,
+    };
+    let (models, metrics) = (models?, metrics?);
     let before = errors.0.len();
     for (name, at) in &models {
         match env.arch(name) {
             Some(arch) if runs => {
-                super::train::check_fits(arch, &data.block, s.get("data"), env, errors);
+                let block = &data.as_ref().expect("running needs data").block;
+                super::train::check_fits(arch, block, s.get("data"), env, errors);
             }
             Some(_) => {}
             None if runs => errors.push(CheckError::NoArchitecture {
@@ -85,10 +95,8 @@ pub(super) fn eval(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
             None => {}
         }
     }
-    if runs {
-        if let Some(at) = s.get("data") {
-            env.require_samples(&data, at, errors);
-        }
+    if let (true, Some(at), Some(data)) = (runs, s.get("data"), &data) {
+        env.require_samples(data, at, errors);
     }
     if errors.0.len() != before {
         return None;

@@ -33,7 +33,20 @@ pub(super) fn load(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
         message,
         help,
     };
-    let header = match crate::formats::safetensors::read_header(&env.base_dir.join(path)) {
+    let full = env.base_dir.join(path);
+    let mut shards = Vec::new();
+    let header = if crate::formats::checkpoint::is_index(&full) {
+        crate::formats::checkpoint::Checkpoint::open(&full).map(|c| {
+            let folder = Path::new(path).parent().unwrap_or(Path::new(""));
+            for file in &c.files {
+                shards.push(folder.join(file.file_name().unwrap_or_default()));
+            }
+            c.header()
+        })
+    } else {
+        crate::formats::safetensors::read_header(&full)
+    };
+    let header = match header {
         Ok(header) => header,
         Err(e) => {
             let help = "relative paths start from the folder of the recipe".to_string();
@@ -92,7 +105,7 @@ pub(super) fn load(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
             }
         }
     }
-    Some(LoadSpec { path: path.into(), model: model.map(str::to_string), arch, tensors })
+    Some(LoadSpec { path: path.into(), shards, model: model.map(str::to_string), arch, tensors })
 }
 
 /// Tensor-name globs, each of which must match a tensor of `from` when the
