@@ -111,11 +111,30 @@ impl FileHashes {
     }
 }
 
-/// The hex blake3 hash of a file's bytes, read through a memory map (and on several threads
-/// for large files).
+/// The hex blake3 hash of a file's bytes, read in pieces each hashed on several threads.
+///
+/// Reading rather than mapping the file keeps resident memory at one piece: the pages of a
+/// map count towards the process for as long as the map lives, which for a checkpoint of
+/// many gigabytes is more memory than the rest of a run needs.
 pub fn hash_file(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    const PIECE: usize = 16 << 20;
+    let mut file = fs::File::open(path)?;
     let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap_rayon(path)?;
+    let mut buf = vec![0u8; PIECE];
+    loop {
+        let mut filled = 0;
+        while filled < PIECE {
+            match file.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        hasher.update_rayon(&buf[..filled]);
+        if filled < PIECE {
+            break;
+        }
+    }
     Ok(hasher.finalize().to_hex().to_string())
 }
 

@@ -203,6 +203,7 @@ fn run(command: Command) -> Result<(), Error> {
             let recipe = args.read()?;
             let (_, checked) = recipe.check(&args.set)?;
             println!("{}: {} blocks, no problems", args.file.display(), checked.blocks.len());
+            print!("{}", recipe::graph::render_touched(&checked));
         }
         Command::Plan { recipe: args } => {
             let recipe = args.read()?;

@@ -209,3 +209,65 @@ fn a_non_finite_f16_value_is_refused_with_its_tensor() {
     assert!(err.contains("tensor `blocks.3.w`") && err.contains("inf"), "{err}");
     assert!(!dir.path().join("out").exists(), "nothing written");
 }
+
+/// The `gguf` package, llama.cpp's reader, opens a streamed GGUF file with an integer buffer
+/// and finds every untargeted tensor's bytes unchanged, in its own type.
+#[test]
+fn streamed_gguf_opens_in_the_gguf_package() {
+    let Some(python) = common::python_with_gguf() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let original = checkpoint(dir.path(), true);
+    run(
+        dir.path(),
+        &format!(
+            r#"
+            load ck {{ path = "model.safetensors.index.json" }}
+            quantize q {{ from = ck, scheme = q8_0, targets = {MATRICES} }}
+            save out {{ from = q, path = "out/model.gguf" }}
+            "#
+        ),
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/gguf_raw.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(dir.path().join("out/model.gguf"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (name, t) in &original {
+        let entry = &seen[name];
+        let targeted = name.starts_with("layers.") && t.shape.len() == 2;
+        let want = match (targeted, t.dtype) {
+            (true, _) => "Q8_0",
+            (false, Dtype::BF16) => "BF16",
+            (false, Dtype::F32) => "F32",
+            (false, Dtype::I64) => "I64",
+            (false, other) => panic!("no {other} in the checkpoint"),
+        };
+        assert_eq!(entry["type"], want, "`{name}`");
+        assert_eq!(entry["shape"], serde_json::json!(t.shape), "`{name}`");
+        if !targeted {
+            let hex: String = t.data.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(entry["hex"], hex, "`{name}` bit for bit");
+        }
+    }
+}
+
+#[test]
+fn check_lists_the_tensors_each_step_works_on() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint(dir.path(), true);
+    let recipe = format!(
+        r#"
+        load ck {{ path = "model.safetensors.index.json" }}
+        prune half {{ from = ck, sparsity = 50%, targets = {MATRICES}, ignore = ["*.mlp.*"] }}
+        quantize q {{ from = half, scheme = int8 }}
+        "#
+    );
+    std::fs::write(dir.path().join("ck.opt"), recipe).unwrap();
+    let out = cli(&["check", "ck.opt"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    insta::assert_snapshot!(stdout);
+}

@@ -163,22 +163,6 @@ fn quantizing_a_pruned_model_keeps_its_zeros() {
     }
 }
 
-fn python_with_gguf() -> Option<String> {
-    let python = std::env::var("RECIPE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import numpy, safetensors, gguf"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    if std::env::var_os("RECIPE_REQUIRE_PYTHON").is_some() {
-        panic!("`{python}` lacks numpy, safetensors or gguf, and RECIPE_REQUIRE_PYTHON is set");
-    }
-    eprintln!("skipped: `{python}` lacks numpy, safetensors or gguf (run .ci/run for the check)");
-    None
-}
-
 /// Every GGML format `recipe` writes opens in the `gguf` package, llama.cpp's reader, and its
 /// dequantization equals ours within 1e-6 for every tensor.
 #[test]
@@ -222,7 +206,7 @@ fn gguf_files_open_in_llama_cpp_reader_with_the_same_values() {
     }
 
     // Their side: llama.cpp's Python reader dequantizes to the same values.
-    let Some(python) = python_with_gguf() else { return };
+    let Some(python) = common::python_with_gguf() else { return };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/gguf_check.py");
     for file in ["q8_0", "q4_0", "q4_k", "q6_k"] {
         let path = dir.path().join(format!("out/{file}.gguf"));

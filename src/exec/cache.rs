@@ -163,11 +163,14 @@ impl Cache {
                 write_synced(&tmp.join(name), bytes)?;
                 manifest.payload.insert(name.clone(), digest::hash_bytes(bytes));
             }
+            // Outputs may be larger than memory (a converted checkpoint): copied and hashed
+            // as files.
             for (idx, output) in manifest.outputs.iter_mut().enumerate() {
-                let bytes = fs::read(base_dir.join(&output.path))?;
                 output.blob = format!("output-{idx}");
-                output.hash = digest::hash_bytes(&bytes);
-                write_synced(&tmp.join(&output.blob), &bytes)?;
+                let copy = tmp.join(&output.blob);
+                fs::copy(base_dir.join(&output.path), &copy)?;
+                File::open(&copy)?.sync_all()?;
+                output.hash = digest::hash_file(&copy)?;
             }
             let json = serde_json::to_string_pretty(&manifest).expect("manifests serialise");
             let text = format!("{}\n{json}", digest::hash_bytes(json.as_bytes()));

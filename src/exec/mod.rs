@@ -437,8 +437,8 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
             if hashes.hash(&full).is_ok_and(|h| h == output.hash) {
                 continue;
             }
-            let restored = std::fs::read(cache.file(&node.hash, &output.blob))
-                .and_then(|bytes| crate::formats::write_atomic(&full, &bytes));
+            let restored =
+                crate::formats::copy_atomic(&cache.file(&node.hash, &output.blob), &full);
             restored.map_err(|e| RunError::Cache {
                 message: format!("cannot put back `{}`: {e}", output.path.display()),
                 help: "check that the folder can be written".into(),

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use super::safetensors::{locate, Dtype, FormatError, Located, Metadata};
 
 /// A checkpoint's tensors, where each lies, and its metadata.
@@ -80,36 +82,94 @@ impl Checkpoint {
         super::safetensors::Header { tensors, metadata: self.metadata.clone() }
     }
 
+    /// Refuse float tensor `name` if a value is infinite or NaN, judged on the stored bits
+    /// (read into `buf`, whose memory is reused).
+    pub fn check_finite(&self, name: &str, buf: &mut Vec<u8>) -> Result<(), FormatError> {
+        self.bytes_into(name, buf)?;
+        let (file, at) = &self.tensors[name];
+        let halves = || buf.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+        let words = || buf.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        // All exponent bits set is an infinity or a NaN, in every IEEE format.
+        let bad = match at.dtype {
+            Dtype::BF16 => halves().position(|b| b & 0x7f80 == 0x7f80),
+            Dtype::F16 => halves().position(|b| b & 0x7c00 == 0x7c00),
+            Dtype::F32 => words().position(|w| w & 0x7f80_0000 == 0x7f80_0000),
+            _ => None,
+        };
+        match bad {
+            None => Ok(()),
+            Some(i) => {
+                let size = at.dtype.bitsize() / 8;
+                let value = to_f32(at.dtype, &buf[i * size..][..size]).map_or(f32::NAN, |v| v[0]);
+                Err(FormatError::BadTensor {
+                    path: self.files[*file].clone(),
+                    name: name.to_string(),
+                    detail: format!("value {i} is {value}; the weights must be finite"),
+                })
+            }
+        }
+    }
+
+    /// The stored bytes of tensor `name` into `buf`, whose memory is reused.
+    pub fn bytes_into(&self, name: &str, buf: &mut Vec<u8>) -> Result<(), FormatError> {
+        let Some((file, at)) = self.tensors.get(name) else {
+            return Err(self.missing(name));
+        };
+        buf.resize(at.len as usize, 0);
+        super::safetensors::read_exact_at(&self.handles[*file], buf, at.start)
+            .map_err(|source| FormatError::Read { path: self.files[*file].clone(), source })
+    }
+
+    fn missing(&self, name: &str) -> FormatError {
+        FormatError::MissingTensor {
+            path: self.files[0].clone(),
+            name: name.to_string(),
+            available: format!("{} tensors", self.tensors.len()),
+        }
+    }
+
     /// The stored bytes of tensor `name`.
     pub fn bytes(&self, name: &str) -> Result<Vec<u8>, FormatError> {
-        let Some((file, at)) = self.tensors.get(name) else {
-            return Err(FormatError::MissingTensor {
-                path: self.files[0].clone(),
-                name: name.to_string(),
-                available: format!("{} tensors", self.tensors.len()),
-            });
-        };
-        let mut buf = vec![0u8; at.len as usize];
-        read_at(&self.handles[*file], &mut buf, at.start)
-            .map_err(|source| FormatError::Read { path: self.files[*file].clone(), source })?;
+        let mut buf = Vec::new();
+        self.bytes_into(name, &mut buf)?;
         Ok(buf)
     }
 
     /// The values of float tensor `name` as `f32`, refused if one is not finite.
     pub fn values(&self, name: &str) -> Result<Vec<f32>, FormatError> {
+        let mut values = Vec::new();
+        self.values_into(name, &mut Vec::new(), &mut values)?;
+        Ok(values)
+    }
+
+    /// [`Checkpoint::values`] into `values`, through `raw`; the memory of both is reused.
+    pub fn values_into(
+        &self,
+        name: &str,
+        raw: &mut Vec<u8>,
+        values: &mut Vec<f32>,
+    ) -> Result<(), FormatError> {
         let (file, at) = &self.tensors[name];
         let bad = |detail: String| FormatError::BadTensor {
             path: self.files[*file].clone(),
             name: name.to_string(),
             detail,
         };
-        let bytes = self.bytes(name)?;
-        let values = to_f32(at.dtype, &bytes)
-            .ok_or_else(|| bad(format!("{} is not a float dtype this program reads", at.dtype)))?;
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        if !is_float(at.dtype) {
+            return Err(bad(format!("{} is not a float dtype this program reads", at.dtype)));
+        }
+        self.bytes_into(name, raw)?;
+        let size = at.dtype.bitsize() / 8;
+        values.resize(raw.len() / size, 0.0);
+        const CHUNK: usize = 1 << 16;
+        values.par_chunks_mut(CHUNK).zip(raw.par_chunks(CHUNK * size)).for_each(|(out, bytes)| {
+            convert(at.dtype, bytes, out);
+        });
+        if values.par_iter().any(|v| !v.is_finite()) {
+            let i = values.iter().position(|v| !v.is_finite()).expect("one is not finite");
             return Err(bad(format!("value {i} is {}; the weights must be finite", values[i])));
         }
-        Ok(values)
+        Ok(())
     }
 
     /// Whether tensor `name` holds floats that [`Checkpoint::values`] reads.
@@ -121,6 +181,22 @@ impl Checkpoint {
 /// Whether values of `dtype` can be read as `f32`.
 pub fn is_float(dtype: Dtype) -> bool {
     matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
+}
+
+/// Little-endian float bytes of `dtype` into `out`, which holds as many values.
+fn convert(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
+    let pairs = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+    match dtype {
+        Dtype::F16 => {
+            out.iter_mut().zip(pairs).for_each(|(o, b)| *o = half::f16::from_bits(b).to_f32())
+        }
+        Dtype::BF16 => {
+            out.iter_mut().zip(pairs).for_each(|(o, b)| *o = f32::from_bits(u32::from(b) << 16))
+        }
+        _ => out.iter_mut().zip(bytes.chunks_exact(4)).for_each(|(o, c)| {
+            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }),
+    }
 }
 
 /// Little-endian `F32`, `F16` or `BF16` bytes as `f32`.
@@ -197,26 +273,6 @@ fn check_map(
     }
     if let Some(name) = tensors.keys().find(|n| !map.contains_key(*n)) {
         return Err(bad(format!("tensor `{name}` is in a shard but not in the `weight_map`")));
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-}
-
-#[cfg(windows)]
-fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
-    use std::os::windows::fs::FileExt;
-    while !buf.is_empty() {
-        match file.seek_read(buf, offset)? {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
-        }
     }
     Ok(())
 }

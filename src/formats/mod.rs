@@ -107,6 +107,21 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Copy the file `from` to `to` as [`write_atomic`] writes, without holding it in memory.
+pub fn copy_atomic(from: &Path, to: &Path) -> io::Result<()> {
+    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)?;
+    }
+    let tmp = temporary(to, "");
+    let result = fs::copy(from, &tmp)
+        .and_then(|_| File::open(&tmp)?.sync_all())
+        .and_then(|()| fs::rename(&tmp, to));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Write `bytes` to a new file at `path` and sync it to disk, for a file that only becomes
 /// visible by a later rename (of itself or of its folder).
 pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {

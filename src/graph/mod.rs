@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use dot::to_dot;
-pub use render::{render_plan, CachedSteps};
+pub use render::{render_plan, render_touched, CachedSteps};
 
 use crate::check::{Checked, SearchSpec, Spec};
 use crate::digest::FileHashes;

@@ -169,6 +169,47 @@ fn tensors_of(checked: &Checked, name: &str) -> Option<Vec<TensorInfo>> {
     }
 }
 
+/// For `recipe check`: the tensors each `prune` and `quantize` step works on (its targets
+/// minus its ignores, of rank 2 or more, in floats), as the headers and architectures say.
+pub fn render_touched(checked: &Checked) -> String {
+    let mut out = String::new();
+    for block in &checked.blocks {
+        let (from, targets, ignore) = match &block.spec {
+            Spec::Prune(p) => (&p.from, &p.targets, &p.ignore),
+            Spec::Quantize(q) => (&q.from, &q.targets, &q.ignore),
+            _ => continue,
+        };
+        let Some(tensors) = names_of(checked, from) else { continue };
+        let selection = TensorSelection::new(targets, ignore);
+        let floats = ["F32", "F16", "BF16"];
+        let touched: Vec<&TensorInfo> = tensors
+            .iter()
+            .filter(|t| selection.selects(&t.name, t.shape.len()) && floats.contains(&&*t.dtype))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{} `{}` works on {} of {} tensors:",
+            block.spec.kind(),
+            block.name,
+            touched.len(),
+            tensors.len()
+        );
+        let width = touched.iter().map(|t| t.name.len()).max().unwrap_or(0);
+        for t in touched {
+            let _ = writeln!(out, "  {:<width$}  {:?} {}", t.name, t.shape, t.dtype);
+        }
+    }
+    out
+}
+
+/// The tensors of the weights `name` by name, shape and dtype, whatever became of them.
+fn names_of(checked: &Checked, name: &str) -> Option<Vec<TensorInfo>> {
+    match &checked.block(name)?.spec {
+        Spec::Quantize(q) => names_of(checked, &q.from),
+        _ => tensors_of(checked, name),
+    }
+}
+
 fn dtype_size(dtype: &str) -> u64 {
     match dtype {
         "F64" | "I64" | "U64" => 8,

@@ -81,7 +81,7 @@ impl Quantized {
         }
         let dtype = scheme.ggml().expect("a scheme is an integer scheme or a GGML format");
         let matrix = t.flatten_from(1)?.contiguous()?;
-        let tensor = QTensor::quantize(&matrix, dtype)?;
+        let tensor = quantize_rows(&matrix, dtype)?;
         Ok(Quantized::Ggml { tensor: Arc::new(tensor), shape, scheme: scheme.scheme })
     }
 
@@ -112,6 +112,41 @@ impl Quantized {
     }
 }
 
+/// A matrix in a GGML format, its rows quantized in bands side by side: candle quantizes on
+/// one thread, and every block lies within one row, so the bands' blocks laid end to end are
+/// the whole matrix's, bit for bit.
+fn quantize_rows(matrix: &Tensor, dtype: GgmlDType) -> Result<QTensor> {
+    use rayon::prelude::*;
+    let (rows, cols) = matrix.dims2()?;
+    let threads = rayon::current_num_threads();
+    // Bands of at least a million values, so that small matrices stay on one thread.
+    let band = rows.div_ceil(threads).max((1 << 20) / cols.max(1)).max(1);
+    if band >= rows || cols % dtype.block_size() != 0 {
+        return QTensor::quantize(matrix, dtype);
+    }
+    // candle's quantizer reads a tensor's storage from its start, whatever view it is given,
+    // so each band is a tensor of its own, copied from the matrix's contiguous storage.
+    let (storage, layout) = matrix.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), true) = (&*storage, layout.is_contiguous()) else {
+        return QTensor::quantize(matrix, dtype);
+    };
+    let values = &cpu.as_slice::<f32>()?[layout.start_offset()..][..rows * cols];
+    let parts: Vec<Vec<u8>> = values
+        .par_chunks(band * cols)
+        .map(|chunk| {
+            let part = Tensor::from_slice(chunk, (chunk.len() / cols, cols), &Device::Cpu)?;
+            Ok(QTensor::quantize(&part, dtype)?.data()?.into_owned())
+        })
+        .collect::<Result<_>>()?;
+    let bytes = parts.concat();
+    candle_core::quantized::ggml_file::qtensor_from_ggml(
+        dtype,
+        &bytes,
+        vec![rows, cols],
+        &Device::Cpu,
+    )
+}
+
 /// Quantized tensors by name.
 pub type QuantMap = BTreeMap<String, Quantized>;
 
@@ -132,4 +167,25 @@ pub fn matmuls(quant: &QuantMap) -> Result<BTreeMap<String, QMatMul>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Quantizing in bands on several threads gives the bytes of one pass on one thread.
+    #[test]
+    fn banded_quantization_equals_candles() {
+        let mut rng = crate::rng::Rng::new(5, "bands");
+        let (rows, cols) = (1030, 2048);
+        let values: Vec<f32> = (0..rows * cols).map(|_| rng.normal() as f32).collect();
+        let m = Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q6K] {
+            let banded = pool.install(|| quantize_rows(&m, dtype)).unwrap();
+            let whole = QTensor::quantize(&m, dtype).unwrap();
+            assert_eq!(banded.data().unwrap(), whole.data().unwrap(), "{dtype:?}");
+            assert_eq!(banded.shape(), whole.shape());
+        }
+    }
 }

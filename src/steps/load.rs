@@ -32,10 +32,9 @@ pub fn run(spec: &LoadSpec, ctx: &Context) -> Result<Artifact, StepError> {
         if spec.arch.is_none() && !layout {
             // Every float is read once now, so that a value that is not finite is refused
             // with its tensor's name before any work is done.
-            for name in checkpoint.tensors.keys() {
-                if checkpoint.is_float(name) {
-                    checkpoint.values(name).map_err(read_error)?;
-                }
+            let mut buf = Vec::new();
+            for name in checkpoint.tensors.keys().filter(|n| checkpoint.is_float(n)) {
+                checkpoint.check_finite(name, &mut buf).map_err(read_error)?;
             }
             let streamed = Streamed { path: spec.path.clone(), ops: Vec::new() };
             let mut weights = WeightsArtifact::streamed(streamed, ctx.node);

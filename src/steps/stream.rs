@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::check::{
@@ -80,7 +81,8 @@ pub enum Visited {
     /// No operation targets it: its stored bytes.
     Stored { dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8> },
     /// Changed: its values, its stored dtype, and its quantized form when the last
-    /// operation on it quantized it, with that quantization's error.
+    /// operation on it quantized it, with that quantization's error. The values of a tensor
+    /// quantized last are only worked out by a walk that measures; others leave them empty.
     Changed {
         dtype: Dtype,
         shape: Vec<usize>,
@@ -145,11 +147,19 @@ pub struct Walk<'a> {
     ops: &'a [Op],
     /// For each global pruning operation, the ties at its threshold still to zero.
     ties: Vec<u64>,
+    /// Whether to dequantize what was quantized last and measure the error, which saving
+    /// does not need.
+    measure: bool,
 }
 
 impl<'a> Walk<'a> {
     pub fn new(checkpoint: &'a Checkpoint, streamed: &'a Streamed) -> Walk<'a> {
         Walk::with_ops(checkpoint, &streamed.ops)
+    }
+
+    /// A walk that hands on quantized tensors without their dequantized values.
+    pub fn for_saving(checkpoint: &'a Checkpoint, streamed: &'a Streamed) -> Walk<'a> {
+        Walk { measure: false, ..Walk::with_ops(checkpoint, &streamed.ops) }
     }
 
     fn with_ops(checkpoint: &'a Checkpoint, ops: &'a [Op]) -> Self {
@@ -160,7 +170,7 @@ impl<'a> Walk<'a> {
                 _ => 0,
             })
             .collect();
-        Walk { checkpoint, ops, ties }
+        Walk { checkpoint, ops, ties, measure: true }
     }
 
     /// The tensor `name`; tensors must be visited in name order for global pruning's ties.
@@ -185,14 +195,21 @@ impl<'a> Walk<'a> {
                     })?;
                 }
                 Op::Quantize { scheme, .. } => {
-                    let t = Tensor::from_vec(values.clone(), at.shape.as_slice(), &Device::Cpu)?;
+                    let later =
+                        self.ops[i + 1..].iter().any(|op| op.targets().iter().any(|t| t == name));
+                    let t = Tensor::from_vec(values, at.shape.as_slice(), &Device::Cpu)?;
                     let q = Quantized::new(&t, scheme.scheme()).map_err(|e| {
                         StepError::new(
                             format!("cannot quantize `{name}`: {e}"),
                             "see `recipe check`",
                         )
                     })?;
-                    let before = values;
+                    if !later && !self.measure {
+                        values = Vec::new();
+                        quant = Some((q, QuantError::default()));
+                        continue;
+                    }
+                    let before = t.flatten_all()?.to_vec1::<f32>()?;
                     values = q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
                     quant = Some((q, QuantError::of(&before, &values)));
                 }
@@ -228,13 +245,19 @@ fn apply_rule(
             prune::n_of_m(values, row, n, m)?;
         }
         Rule::Global { key, ties: _ } => {
+            values.par_chunks_mut(1 << 16).for_each(|chunk| {
+                for w in chunk {
+                    *w = if prune::key(*w) < key { 0.0 } else { *w };
+                }
+            });
+            // The ties go in order, the lower index first, while some are left to zero.
             for w in values.iter_mut() {
-                let k = prune::key(*w);
-                if k < key || (k == key && *ties > 0) {
-                    if k == key {
-                        *ties -= 1;
-                    }
+                if *ties == 0 {
+                    break;
+                }
+                if prune::key(*w) == key {
                     *w = 0.0;
+                    *ties -= 1;
                 }
             }
         }
@@ -271,46 +294,59 @@ pub fn rule(
     if k >= n {
         return Ok(Rule::Global { key: u32::MAX, ties: 0 });
     }
-    // The targets as the earlier operations leave them, one at a time.
-    let pass = |visit: &mut dyn FnMut(&[f32])| -> Result<(), StepError> {
-        let mut walk = Walk::with_ops(checkpoint, &streamed.ops);
-        for name in checkpoint.tensors.keys() {
-            if !targets.contains(name) {
-                continue;
-            }
-            let touched = streamed.ops.iter().any(|op| op.targets().contains(name));
-            let values = match touched {
-                true => match walk.visit(name)? {
-                    Visited::Changed { values, .. } => values,
-                    Visited::Stored { .. } => unreachable!("a touched tensor is changed"),
-                },
-                false => checkpoint.values(name).map_err(|e| walk.read_error(e))?,
-            };
-            visit(&values);
-        }
-        Ok(())
-    };
     // The k-th smallest key (0-based k - 1) lies in one top bucket, then at one low value.
-    let mut top = vec![0u64; 1 << 16];
-    pass(&mut |xs| {
-        for &w in xs {
-            top[(prune::key(w) >> 15) as usize] += 1;
-        }
-    })?;
+    let top = histogram(streamed, checkpoint, targets, 1 << 16, |key| Some((key >> 15) as usize))?;
     let (bucket, below_bucket) = nth_bucket(&top, k - 1);
-    let mut low = vec![0u64; 1 << 15];
-    pass(&mut |xs| {
-        for &w in xs {
-            let key = prune::key(w);
-            if (key >> 15) as usize == bucket {
-                low[(key & 0x7fff) as usize] += 1;
-            }
-        }
+    let low = histogram(streamed, checkpoint, targets, 1 << 15, |key| {
+        ((key >> 15) as usize == bucket).then_some((key & 0x7fff) as usize)
     })?;
     let (value, below_value) = nth_bucket(&low, k - 1 - below_bucket);
     let key = ((bucket as u32) << 15) | value as u32;
     let ties = k - below_bucket - below_value;
     Ok(Rule::Global { key, ties })
+}
+
+/// The targets as the earlier operations leave them, one at a time, counted into a
+/// histogram of `buckets` by `slot` of each `|w|` pattern (`None` leaves a value out).
+fn histogram(
+    streamed: &Streamed,
+    checkpoint: &Checkpoint,
+    targets: &[String],
+    buckets: usize,
+    slot: impl Fn(u32) -> Option<usize> + Sync,
+) -> Result<Vec<u64>, StepError> {
+    let mut walk = Walk::with_ops(checkpoint, &streamed.ops);
+    let (mut raw, mut values) = (Vec::new(), Vec::new());
+    let mut hist = vec![0u64; buckets];
+    for name in checkpoint.tensors.keys().filter(|n| targets.contains(n)) {
+        if streamed.ops.iter().any(|op| op.targets().contains(name)) {
+            match walk.visit(name)? {
+                Visited::Changed { values: v, .. } => values = v,
+                Visited::Stored { .. } => unreachable!("a touched tensor is changed"),
+            }
+        } else {
+            checkpoint.values_into(name, &mut raw, &mut values).map_err(read_error)?;
+        }
+        let counts = values
+            .par_chunks(1 << 20)
+            .map(|chunk| {
+                let mut h = vec![0u64; buckets];
+                for &w in chunk {
+                    if let Some(i) = slot(prune::key(w)) {
+                        h[i] += 1;
+                    }
+                }
+                h
+            })
+            .reduce(|| vec![0u64; buckets], add);
+        hist = add(hist, counts);
+    }
+    Ok(hist)
+}
+
+fn add(mut a: Vec<u64>, b: Vec<u64>) -> Vec<u64> {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    a
 }
 
 /// The bucket of `hist` holding the element of 0-based rank `rank`, and how many elements
@@ -382,7 +418,7 @@ fn save_safetensors(
     let mut out = SafetensorsStream::create(path).map_err(|e| e.to_string())?;
     let mut ints = serde_json::Map::new();
     let mut sparse_index = serde_json::Map::new();
-    let mut walk = Walk::new(checkpoint, streamed);
+    let mut walk = Walk::for_saving(checkpoint, streamed);
     for name in checkpoint.tensors.keys() {
         let parts = match walk.visit(name).map_err(|e| e.message)? {
             Visited::Stored { dtype, shape, bytes } => {
@@ -477,7 +513,7 @@ fn save_gguf(
     }
     let mut out =
         GgufStream::create(path, &gguf_meta, &shapes, planned).map_err(|e| e.to_string())?;
-    let mut walk = Walk::new(checkpoint, streamed);
+    let mut walk = Walk::for_saving(checkpoint, streamed);
     for name in checkpoint.tensors.keys() {
         let data = match walk.visit(name).map_err(|e| e.message)? {
             Visited::Stored { bytes, .. } => bytes,
