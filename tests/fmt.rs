@@ -60,7 +60,8 @@ fn checked(path: &Path, text: &str) -> String {
 /// strings (independent of the formatter's).
 fn comments(text: &str) -> Vec<String> {
     let mut found = Vec::new();
-    for line in text.lines() {
+    // Lines end as the grammar ends them: at `\n`, `\r\n` or a lone `\r`.
+    for line in text.split(['\n', '\r']) {
         let mut in_string = false;
         let mut chars = line.char_indices();
         while let Some((at, c)) = chars.next() {

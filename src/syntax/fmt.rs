@@ -96,11 +96,12 @@ fn scan_comments(src: &str) -> Vec<Comment> {
     let mut line_start = 0;
     let mut i = 0;
     while i < bytes.len() {
+        // The grammar ends a line at `\n`, `\r\n` or a lone `\r`.
         match bytes[i] {
-            b'\n' => line_start = i + 1,
+            b'\n' | b'\r' => line_start = i + 1,
             b'"' => {
                 i += 1;
-                while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n') {
+                while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n' | b'\r') {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
                 // Past the closing quote; a newline is left to the outer
@@ -111,7 +112,7 @@ fn scan_comments(src: &str) -> Vec<Comment> {
                 continue;
             }
             b'#' => {
-                let end = src[i..].find('\n').map_or(src.len(), |n| i + n);
+                let end = src[i..].find(['\n', '\r']).map_or(src.len(), |n| i + n);
                 let before = &src[line_start..i];
                 comments.push(Comment {
                     start: i,
