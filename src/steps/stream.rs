@@ -518,7 +518,9 @@ fn save_gguf(
         let data = match walk.visit(name).map_err(|e| e.message)? {
             Visited::Stored { bytes, .. } => bytes,
             Visited::Changed { quant: Some((Quantized::Ggml { tensor, .. }, _)), .. } => {
-                tensor.data().map_err(|e| e.to_string())?.into_owned()
+                let data = tensor.data().map_err(|e| e.to_string())?;
+                out.push(name, &data).map_err(|e| e.to_string())?;
+                continue;
             }
             Visited::Changed { quant: Some((Quantized::Int(_), _)), .. } => {
                 return Err(format!("`{name}` is integer-quantized, which GGUF does not hold"));
