@@ -174,7 +174,11 @@ fn main() {
         ("q8_0", QuantScheme::Q8_0, Granularity::PerChannel),
         ("q4_0", QuantScheme::Q4_0, Granularity::PerChannel),
         ("q4_k", QuantScheme::Q4K, Granularity::PerChannel),
+        ("q6_k", QuantScheme::Q6K, Granularity::PerChannel),
         ("int8 per-channel", QuantScheme::Int8, Granularity::PerChannel),
+        ("int8 per-tensor", QuantScheme::Int8, Granularity::PerTensor),
+        ("int4 per-channel", QuantScheme::Int4, Granularity::PerChannel),
+        ("int4 group(32)", QuantScheme::Int4, Granularity::Group(32)),
     ];
     let mut first = Vec::new();
     for (label, scheme, granularity) in schemes {
@@ -187,9 +191,26 @@ fn main() {
         let quantized: Vec<Quantized> =
             tensors.iter().map(|t| Quantized::new(t, scheme).unwrap()).collect();
         let s = start.elapsed().as_secs_f64();
-        println!("recipe {label}: {:.2} GB/s", f32_gb / s);
-        let back = quantized[0].dequantize(&Device::Cpu).unwrap();
-        first.push((label, back.flatten_all().unwrap().to_vec1::<f32>().unwrap()));
+        // The relative error ||w - dequant(quant(w))|| / ||w||, worst tensor and overall.
+        let (mut diff, mut norm, mut worst) = (0f64, 0f64, 0f64);
+        for (q, v) in quantized.iter().zip(&values) {
+            let back = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
+            let back = back.to_vec1::<f32>().unwrap();
+            let d: f64 = v.iter().zip(&back).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+            let n: f64 = v.iter().map(|a| f64::from(*a).powi(2)).sum();
+            worst = worst.max((d / n).sqrt());
+            (diff, norm) = (diff + d, norm + n);
+        }
+        println!(
+            "recipe {label}: {:.2} GB/s; relative error {:.3}% (worst tensor {:.3}%)",
+            f32_gb / s,
+            100.0 * (diff / norm).sqrt(),
+            100.0 * worst
+        );
+        if matches!(label, "q8_0" | "q4_0" | "int8 per-channel") {
+            let back = quantized[0].dequantize(&Device::Cpu).unwrap();
+            first.push((label, back.flatten_all().unwrap().to_vec1::<f32>().unwrap()));
+        }
     }
     let Some(python) = arg("--python") else { return };
     // The first tensor and this side's dequantized outputs, for the other side to compare.
