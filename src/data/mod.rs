@@ -308,11 +308,22 @@ fn builtin(name: &str, features: bool) -> Result<Raw, DataError> {
     let shown = PathBuf::from(format!("builtin(\"{name}\")"));
     match name {
         "digits" => {
-            let mut text = String::new();
-            flate2::read::GzDecoder::new(DIGITS_GZ)
-                .read_to_string(&mut text)
-                .map_err(|source| DataError::Gzip { path: shown.clone(), source })?;
-            csv::parse(&text, &shown, csv::LabelColumn::LastNoHeader, features)
+            // Decoded once per process: a check, a plan and every data step read it.
+            static DIGITS: std::sync::OnceLock<Result<Raw, String>> = std::sync::OnceLock::new();
+            let raw = DIGITS.get_or_init(|| {
+                let mut text = String::new();
+                flate2::read::GzDecoder::new(DIGITS_GZ)
+                    .read_to_string(&mut text)
+                    .map_err(|e| e.to_string())?;
+                csv::parse(&text, &shown, csv::LabelColumn::LastNoHeader, true)
+                    .map_err(|e| e.to_string())
+            });
+            let raw = raw.as_ref().map_err(|e| DataError::Gzip {
+                path: shown.clone(),
+                source: io::Error::other(e.clone()),
+            })?;
+            let xs = if features { raw.xs.clone() } else { Vec::new() };
+            Ok(Raw { features: raw.features.clone(), xs, ys: raw.ys.clone() })
         }
         _ => {
             let known: Vec<String> = BUILTINS.iter().map(|b| format!("`{b}`")).collect();
