@@ -16,19 +16,7 @@ use std::process::Command;
 use recipe::exec::Artifact;
 
 fn python() -> Option<String> {
-    let python = std::env::var("RECIPE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import numpy, safetensors"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    if std::env::var_os("RECIPE_REQUIRE_PYTHON").is_some() {
-        panic!("`{python}` lacks numpy or safetensors, and RECIPE_REQUIRE_PYTHON is set");
-    }
-    eprintln!("skipped: `{python}` lacks numpy or safetensors (run .ci/run for the full check)");
-    None
+    common::python_with("numpy, safetensors")
 }
 
 #[test]

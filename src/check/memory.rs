@@ -235,20 +235,8 @@ mod tests {
         )
         .unwrap();
         let shape = DataShape { samples: 1797, features: vec![64], classes: 10 };
-        let settings = TrainSettings {
-            optimizer: Optimizer::Adam {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.0,
-            },
-            loss: super::super::spec::Loss::CrossEntropy,
-            epochs: 1,
-            batch: 32,
-            schedule: super::super::spec::Schedule::Constant,
-            stop: None,
-        };
+        // Adam, batches of 32.
+        let settings = super::super::blocks::default_settings();
         let f = Footprint::training(&arch, &settings, &shape);
         let params = 64 * 32 + 32 + 32 * 10 + 10;
         assert_eq!(f.weights, params * 4);

@@ -45,17 +45,7 @@ pub fn file_bytes(
             };
             entries.insert(name.clone(), entry);
         }
-        // GGUF readers group keys by a dotted prefix; ours go under `recipe.`, and the name
-        // under the conventional `general.name`.
-        let mut gguf_meta: BTreeMap<String, String> = meta
-            .into_iter()
-            .filter(|(k, _)| k != "format")
-            .map(|(k, v)| (format!("recipe.{k}"), v))
-            .collect();
-        if let Some(name) = gguf_meta.get("recipe.recipe").cloned() {
-            gguf_meta.insert("general.name".to_string(), name);
-        }
-        return gguf::to_bytes(&entries, &gguf_meta)
+        return gguf::to_bytes(&entries, &gguf_metadata(meta))
             .map_err(|e| StepError::new(e.to_string(), "this is a bug in recipe"));
     }
 
@@ -88,6 +78,20 @@ pub fn file_bytes(
         })?;
     }
     Ok(to_bytes(&raw, &meta))
+}
+
+/// `meta` as a GGUF file holds it: GGUF readers group keys by a dotted prefix, so ours go
+/// under `recipe.`, and the recipe's name under the conventional `general.name`.
+pub fn gguf_metadata(meta: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut gguf_meta: BTreeMap<String, String> = meta
+        .into_iter()
+        .filter(|(k, _)| k != "format")
+        .map(|(k, v)| (format!("recipe.{k}"), v))
+        .collect();
+    if let Some(name) = gguf_meta.get("recipe.recipe").cloned() {
+        gguf_meta.insert("general.name".to_string(), name);
+    }
+    gguf_meta
 }
 
 /// What a saved file says about where it came from. Every value is

@@ -502,15 +502,7 @@ fn save_gguf(
         }
         planned.push(plan);
     }
-    // As the in-memory writer does: our keys under `recipe.`, the name as `general.name`.
-    let mut gguf_meta: BTreeMap<String, String> = meta
-        .into_iter()
-        .filter(|(k, _)| k != "format")
-        .map(|(k, v)| (format!("recipe.{k}"), v))
-        .collect();
-    if let Some(name) = gguf_meta.get("recipe.recipe").cloned() {
-        gguf_meta.insert("general.name".to_string(), name);
-    }
+    let gguf_meta = super::save::gguf_metadata(meta);
     let mut out =
         GgufStream::create(path, &gguf_meta, &shapes, planned).map_err(|e| e.to_string())?;
     let mut walk = Walk::for_saving(checkpoint, streamed);

@@ -76,21 +76,26 @@ pub fn read_tensors(bytes: &[u8]) -> BTreeMap<String, (String, Vec<usize>, Vec<u
         .collect()
 }
 
-/// The Python of `RECIPE_PYTHON` (default `python3`) when it has numpy, safetensors and gguf;
-/// `None`, with a note, when it lacks them, unless `RECIPE_REQUIRE_PYTHON` is set (as CI sets
-/// it), which makes a missing package a failure.
-pub fn python_with_gguf() -> Option<String> {
+/// The Python of `RECIPE_PYTHON` (default `python3`) when it can import every module of
+/// `modules` (comma-separated); `None`, with a note, when it cannot, unless
+/// `RECIPE_REQUIRE_PYTHON` is set (as CI sets it), which makes a missing module a failure.
+pub fn python_with(modules: &str) -> Option<String> {
     let python = std::env::var("RECIPE_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&python)
-        .args(["-c", "import numpy, safetensors, gguf"])
+        .args(["-c", &format!("import {modules}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if ok {
         return Some(python);
     }
     if std::env::var_os("RECIPE_REQUIRE_PYTHON").is_some() {
-        panic!("`{python}` lacks numpy, safetensors or gguf, and RECIPE_REQUIRE_PYTHON is set");
+        panic!("`{python}` lacks one of {modules}, and RECIPE_REQUIRE_PYTHON is set");
     }
-    eprintln!("skipped: `{python}` lacks numpy, safetensors or gguf (run .ci/run for the check)");
+    eprintln!("skipped: `{python}` lacks one of {modules} (run .ci/run for the full check)");
     None
+}
+
+/// [`python_with`] numpy, safetensors and the `gguf` package.
+pub fn python_with_gguf() -> Option<String> {
+    python_with("numpy, safetensors, gguf")
 }

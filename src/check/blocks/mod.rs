@@ -5,6 +5,9 @@ mod data;
 mod eval;
 mod model;
 mod train;
+
+#[cfg(test)]
+pub(crate) use train::default_settings;
 mod weights;
 
 use super::refs::Env;
