@@ -271,3 +271,52 @@ fn check_lists_the_tensors_each_step_works_on() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     insta::assert_snapshot!(stdout);
 }
+
+/// `shard_size` splits a safetensors output, whether the weights came from a checkpoint or
+/// were trained here; the shards and their index read back as the whole.
+#[test]
+fn shard_size_splits_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = checkpoint(dir.path(), true);
+    run(
+        dir.path(),
+        r#"
+        load ck { path = "model.safetensors.index.json" }
+        save out { from = ck, path = "out/m.safetensors", shard_size = "20KB" }
+        "#,
+    );
+    let saved = Checkpoint::open(&dir.path().join("out/m.safetensors.index.json")).unwrap();
+    assert!(saved.files.len() >= 3, "{:?}", saved.files);
+    for (i, f) in saved.files.iter().enumerate() {
+        let name = format!("m-{:05}-of-{:05}.safetensors", i + 1, saved.files.len());
+        assert_eq!(f.file_name().unwrap().to_str(), Some(name.as_str()));
+    }
+    for (name, t) in &original {
+        assert_eq!(saved.bytes(name).unwrap(), t.data, "`{name}`");
+    }
+
+    let trained = tempfile::tempdir().unwrap();
+    run(
+        trained.path(),
+        r#"
+        data digits { source = builtin("digits") }
+        model net { input = digits, layers = [linear(64), relu, linear(10)] }
+        train base { model = net, data = digits, epochs = 1 }
+        save out { from = base, path = "out/net.safetensors", shard_size = 10_000 }
+        "#,
+    );
+    let index = trained.path().join("out/net.safetensors.index.json");
+    assert_eq!(Checkpoint::open(&index).unwrap().tensors.len(), 4);
+
+    std::fs::write(
+        dir.path().join("g.opt"),
+        "load ck { path = \"model.safetensors.index.json\" }\n\
+         quantize q { from = ck, scheme = q8_0, targets = [\"layers.*\"] }\n\
+         save out { from = q, path = \"out/m.gguf\", shard_size = 1000 }\n",
+    )
+    .unwrap();
+    let out = cli(&["check", "g.opt"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`shard_size` does not apply to a GGUF file"), "{err}");
+}

@@ -296,6 +296,18 @@ pub enum CheckError {
     )]
     MemoryLimit { message: String },
 
+    #[error("`shard_size` does not apply to a GGUF file")]
+    #[diagnostic(
+        code(recipe::check::gguf_shards),
+        help(
+            "a GGUF file is written whole: save as `.safetensors` to shard, or drop `shard_size`"
+        )
+    )]
+    GgufShards {
+        #[label("sharding asked for here")]
+        span: Span,
+    },
+
     #[error("the output folder `{dir}` cannot be resolved: {message}")]
     #[diagnostic(
         code(recipe::check::output_root),

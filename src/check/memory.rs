@@ -186,7 +186,7 @@ fn cgroup_room() -> Option<u64> {
 }
 
 /// `8GiB`, `512 MB`, `1e9` or a plain number of bytes.
-fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
     let split = text.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len();
     let (number, unit) = text.split_at(split);

@@ -900,6 +900,9 @@ pub struct SaveSpec {
     pub from: String,
     pub path: PathBuf,
     pub format: SaveFormat,
+    /// The most bytes of tensor data in one safetensors shard, when the file is sharded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -188,11 +188,9 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// Write `bytes` to `path`, an output of the recipe, all at once or not at all. The path
-    /// is checked against the output folder again, just before writing, in case a folder on
-    /// the way became a link to elsewhere while the run went on.
-    pub fn write_output(&self, path: &Path, bytes: &[u8]) -> Result<(), StepError> {
-        let full = self.out.resolve(path).map_err(|escape| {
+    /// Where `path`, an output of the recipe, lies in the output folder, checked again now.
+    pub fn output_path(&self, path: &Path) -> Result<PathBuf, StepError> {
+        self.out.resolve(path).map_err(|escape| {
             StepError::new(
                 format!(
                     "`{}` would be written outside the output folder: {}",
@@ -201,7 +199,14 @@ impl Context<'_> {
                 ),
                 "something changed the folder during the run; check it and run again",
             )
-        })?;
+        })
+    }
+
+    /// Write `bytes` to `path`, an output of the recipe, all at once or not at all. The path
+    /// is checked against the output folder again, just before writing, in case a folder on
+    /// the way became a link to elsewhere while the run went on.
+    pub fn write_output(&self, path: &Path, bytes: &[u8]) -> Result<(), StepError> {
+        let full = self.output_path(path)?;
         crate::formats::write_atomic(&full, bytes).map_err(|e| {
             StepError::new(
                 format!("cannot write `{}`: {e}", path.display()),

@@ -21,18 +21,26 @@ pub fn run(spec: &SaveSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, 
         let files = super::stream::save(spec, weights, streamed, ctx)?;
         return Ok(Artifact::Files(files));
     }
+    if let Some(shard_size) = spec.shard_size {
+        if let Stored::Safetensors(raw, meta) =
+            stored(weights, spec.format, metadata(weights, ctx))?
+        {
+            let files = super::stream::write_shards(&spec.path, raw, &meta, shard_size, ctx)?;
+            return Ok(Artifact::Files(files));
+        }
+    }
     let bytes = file_bytes(weights, spec.format, metadata(weights, ctx))?;
     ctx.write_output(&spec.path, &bytes)?;
     tracing::info!(path = %spec.path.display(), bytes = bytes.len(), "saved");
     Ok(Artifact::Files(vec![spec.path.clone()]))
 }
 
-/// The bytes of the file the weights are saved as, in `format`, with `meta` in its metadata.
-pub fn file_bytes(
+/// What the weights are saved as in `format`, with `meta` in its metadata.
+pub fn stored(
     weights: &WeightsArtifact,
     format: SaveFormat,
     mut meta: BTreeMap<String, String>,
-) -> Result<Vec<u8>, StepError> {
+) -> Result<Stored, StepError> {
     let ggml = weights.quant.values().any(|q| matches!(q, Quantized::Ggml { .. }));
     if ggml {
         let mut entries = BTreeMap::new();
@@ -46,6 +54,7 @@ pub fn file_bytes(
             entries.insert(name.clone(), entry);
         }
         return gguf::to_bytes(&entries, &gguf_metadata(meta))
+            .map(Stored::Gguf)
             .map_err(|e| StepError::new(e.to_string(), "this is a bug in recipe"));
     }
 
@@ -77,7 +86,26 @@ pub fn file_bytes(
             StepError::new(format!("tensor `{name}`: {detail}"), "this is a bug in recipe")
         })?;
     }
-    Ok(to_bytes(&raw, &meta))
+    Ok(Stored::Safetensors(raw, meta))
+}
+
+/// What weights are saved as: the bytes of a GGUF file, or the tensors and metadata of a
+/// safetensors file.
+pub enum Stored {
+    Gguf(Vec<u8>),
+    Safetensors(BTreeMap<String, RawTensor>, BTreeMap<String, String>),
+}
+
+/// The bytes of the file the weights are saved as, in `format`, with `meta` in its metadata.
+pub fn file_bytes(
+    weights: &WeightsArtifact,
+    format: SaveFormat,
+    meta: BTreeMap<String, String>,
+) -> Result<Vec<u8>, StepError> {
+    Ok(match stored(weights, format, meta)? {
+        Stored::Gguf(bytes) => bytes,
+        Stored::Safetensors(raw, meta) => to_bytes(&raw, &meta),
+    })
 }
 
 /// `meta` as a GGUF file holds it: GGUF readers group keys by a dotted prefix, so ours go

@@ -372,30 +372,45 @@ pub fn save(
     ctx: &Context,
 ) -> Result<Vec<PathBuf>, StepError> {
     let checkpoint = streamed.open(ctx.base_dir)?;
-    let full = ctx.out.resolve(&spec.path).map_err(|escape| {
-        StepError::new(
-            format!(
-                "`{}` would be written outside the output folder: {}",
-                spec.path.display(),
-                escape.reason()
-            ),
-            "something changed the folder during the run; check it and run again",
-        )
-    })?;
+    let full = ctx.output_path(&spec.path)?;
     let meta = super::save::metadata(weights, ctx);
     let cannot = |e: String| StepError::new(e, "check that the folder can be written");
     if spec.path.extension().is_some_and(|e| e == "gguf") {
         save_gguf(&checkpoint, streamed, &full, meta).map_err(cannot)?;
         return Ok(vec![spec.path.clone()]);
     }
-    let shard_size = checkpoint.sharded.then(|| {
-        checkpoint.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).max()
-    });
-    let files =
-        save_safetensors(&checkpoint, streamed, &full, spec.format, meta, shard_size.flatten())
-            .map_err(cannot)?;
-    let folder = spec.path.parent().unwrap_or(Path::new(""));
-    Ok(files.iter().map(|f| folder.join(f.file_name().unwrap_or_default())).collect())
+    let largest_input =
+        || checkpoint.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).max();
+    let shard_size = spec.shard_size.or_else(|| checkpoint.sharded.then(largest_input).flatten());
+    let files = save_safetensors(&checkpoint, streamed, &full, spec.format, meta, shard_size)
+        .map_err(cannot)?;
+    Ok(relative(&spec.path, &files))
+}
+
+/// Safetensors tensors written as shards of at most `shard_size` bytes of data each, with an
+/// index; the files written, relative to the output folder.
+pub fn write_shards(
+    path: &Path,
+    tensors: BTreeMap<String, RawTensor>,
+    meta: &BTreeMap<String, String>,
+    shard_size: u64,
+    ctx: &Context,
+) -> Result<Vec<PathBuf>, StepError> {
+    let cannot = |e: crate::formats::safetensors::FormatError| {
+        StepError::new(e.to_string(), "check that the folder can be written")
+    };
+    let mut out = SafetensorsStream::create(&ctx.output_path(path)?).map_err(cannot)?;
+    for (name, t) in &tensors {
+        out.push(name, t).map_err(cannot)?;
+    }
+    let files = out.finish(meta, Some(shard_size)).map_err(cannot)?;
+    Ok(relative(path, &files))
+}
+
+/// Files written beside `path`, named as `path` is (relative to the output folder).
+fn relative(path: &Path, files: &[PathBuf]) -> Vec<PathBuf> {
+    let folder = path.parent().unwrap_or(Path::new(""));
+    files.iter().map(|f| folder.join(f.file_name().unwrap_or_default())).collect()
 }
 
 /// The stored bytes of changed values in `dtype`, the dtype they were read from.

@@ -578,7 +578,7 @@ fn granularity(v: &Value, errors: &mut Errors) -> Option<Granularity> {
 }
 
 pub(super) fn save(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option<SaveSpec> {
-    let s = Settings::new(block, &["from", "path", "format"], errors);
+    let s = Settings::new(block, &["from", "path", "format", "shard_size"], errors);
     let from = s
         .require("from", "small", errors)
         .and_then(|v| env.reference("from", v, &[Type::Weights], errors));
@@ -594,8 +594,16 @@ pub(super) fn save(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
         }),
         None => Some(SaveFormat::Dense),
     };
-    let (from, path, path_value) = (from?, path?, path_value?);
+    let shard_size = match s.get("shard_size") {
+        None => Some(None),
+        Some(v) => shard_size(v, errors).map(Some),
+    };
+    let (from, path, path_value, shard_size) = (from?, path?, path_value?, shard_size?);
     let gguf = path.ends_with(".gguf");
+    if let (Some(_), true, Some(v)) = (shard_size, gguf, s.get("shard_size")) {
+        errors.push(CheckError::GgufShards { span: v.span });
+        return None;
+    }
     if !gguf && !path.ends_with(".safetensors") {
         errors.push(value::wrong_type(
             "path",
@@ -633,7 +641,21 @@ pub(super) fn save(block: &ast::Block, env: &Env, errors: &mut Errors) -> Option
         from: from.to_string(),
         path: path.into(),
         format: format.unwrap_or(SaveFormat::Dense),
+        shard_size,
     })
+}
+
+/// A shard size: a number of bytes, or a string with a unit (`"2GB"`, `"500MiB"`).
+fn shard_size(v: &Value, errors: &mut Errors) -> Option<u64> {
+    let bytes = match &v.kind {
+        ValueKind::Int(_) => value::count("shard_size", v, 1, errors).map(|n| n as u64),
+        ValueKind::Str(text) => crate::check::memory::parse_size(text).filter(|&n| n > 0),
+        _ => None,
+    };
+    if bytes.is_none() && !matches!(v.kind, ValueKind::Int(_)) {
+        errors.push(value::wrong_type("shard_size", v, "a size in bytes", "shard_size = \"2GB\""));
+    }
+    bytes
 }
 
 /// Whether a block's weights come out of a GGML quantization.
