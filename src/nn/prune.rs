@@ -157,7 +157,7 @@ pub fn prune_count(s: f64, n: usize) -> usize {
     ((s * n as f64).round_ties_even() as usize).min(n)
 }
 
-/// The sortable pattern of `|w|`, with every NaN mapped to [`NAN_KEY`].
+/// The sortable pattern of `|w|`, with every NaN mapped to one pattern just above infinity.
 #[inline(always)]
 pub fn key(w: f32) -> u32 {
     (w.to_bits() & ABS_MASK).min(NAN_KEY)
