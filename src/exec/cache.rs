@@ -163,17 +163,14 @@ impl Cache {
                 write_synced(&tmp.join(name), bytes)?;
                 manifest.payload.insert(name.clone(), digest::hash_bytes(bytes));
             }
-            // Outputs may be larger than memory (a converted checkpoint): linked or copied,
-            // and hashed, as files. A hard link costs neither time nor space, and stays
-            // sound because every output is written to a new file and renamed over the old,
-            // never changed in place; an edit by another program is caught by the hash.
+            // Outputs may be larger than memory (a converted checkpoint): copied and hashed
+            // as files. A copy, not a link, so that an output edited in place can still be
+            // put back.
             for (idx, output) in manifest.outputs.iter_mut().enumerate() {
                 output.blob = format!("output-{idx}");
-                let (from, copy) = (base_dir.join(&output.path), tmp.join(&output.blob));
-                if fs::hard_link(&from, &copy).is_err() {
-                    fs::copy(&from, &copy)?;
-                    File::open(&copy)?.sync_all()?;
-                }
+                let copy = tmp.join(&output.blob);
+                fs::copy(base_dir.join(&output.path), &copy)?;
+                File::open(&copy)?.sync_all()?;
                 output.hash = digest::hash_file(&copy)?;
             }
             let json = serde_json::to_string_pretty(&manifest).expect("manifests serialise");
