@@ -6,14 +6,10 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::cli;
+use common::{cli, text};
 
 fn package() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A scratch folder holding one recipe.

@@ -10,7 +10,7 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use common::cli;
+use common::{cli, text};
 use recipe::Recipe;
 
 const SMALL: &str = r#"
@@ -21,10 +21,6 @@ train base { model = net, data = digits, optimizer = sgd(lr = 0.1), epochs = 1 }
 eval report { models = [base], data = digits.test, metrics = [accuracy], path = "out/r.json" }
 save shipped { from = base, path = "out/small.safetensors" }
 "#;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A diagnostic's words without the line breaks and margins of its rendering.
 fn flat(bytes: &[u8]) -> String {

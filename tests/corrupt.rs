@@ -33,6 +33,11 @@ fn check_load(dir: &Path, file: &str, expected: &[&str]) {
     let text = format!("load w {{\n  path = \"{file}\"\n}}\n");
     std::fs::write(dir.join("load.opt"), text).unwrap();
     refused(&format!("{file}.check"), &["check", "load.opt"], dir, expected);
+    inspect_refused(dir, file, expected);
+}
+
+/// `recipe inspect FILE` in `dir` fails cleanly; the snapshot is named after the file.
+fn inspect_refused(dir: &Path, file: &str, expected: &[&str]) {
     refused(&format!("{file}.inspect"), &["inspect", file], dir, expected);
 }
 
@@ -168,46 +173,29 @@ fn damaged_gguf_files_are_refused() {
     let mut magic = b"GGUX".to_vec();
     magic.extend([0u8; 20]);
     write("magic.gguf", &magic);
-    refused(
-        "magic.gguf.inspect",
-        &["inspect", "magic.gguf"],
-        dir.path(),
-        &["`magic.gguf` is not a GGUF file", "magic"],
-    );
+    inspect_refused(dir.path(), "magic.gguf", &["`magic.gguf` is not a GGUF file", "magic"]);
 
     let mut version = b"GGUF".to_vec();
     version.extend(99u32.to_le_bytes());
     version.extend([0u8; 16]);
     write("version.gguf", &version);
-    refused(
-        "version.gguf.inspect",
-        &["inspect", "version.gguf"],
-        dir.path(),
-        &["`version.gguf`", "version"],
-    );
+    inspect_refused(dir.path(), "version.gguf", &["`version.gguf`", "version"]);
 
     write("short.gguf", b"GG");
-    refused(
-        "short.gguf.inspect",
-        &["inspect", "short.gguf"],
-        dir.path(),
-        &["`short.gguf` is not a GGUF file"],
-    );
+    inspect_refused(dir.path(), "short.gguf", &["`short.gguf` is not a GGUF file"]);
 
     // A shape larger than the file holds: found by fuzzing, when candle allocated whatever
     // the header asked for.
     write("huge.gguf", &gguf_q8_0(&[32, 1 << 40]));
-    refused(
-        "huge.gguf.inspect",
-        &["inspect", "huge.gguf"],
+    inspect_refused(
         dir.path(),
+        "huge.gguf",
         &["`huge.gguf`", "tensor `w`", "run past the end of the file"],
     );
     write("overflow.gguf", &gguf_q8_0(&[1 << 40, 1 << 40]));
-    refused(
-        "overflow.gguf.inspect",
-        &["inspect", "overflow.gguf"],
+    inspect_refused(
         dir.path(),
+        "overflow.gguf",
         &["`overflow.gguf`", "more values than can be addressed"],
     );
 }

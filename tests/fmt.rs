@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::cli;
+use common::{cli, text};
 use recipe::syntax::format;
 use recipe::Recipe;
 
@@ -481,10 +481,6 @@ fn diff_shows_changed_lines_with_context() {
 
 // ---------------------------------------------------------------------------
 // The command
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[test]
 fn fmt_check_reports_then_fmt_rewrites() {

@@ -118,7 +118,7 @@ pub fn read(path: &Path, dev: &Device) -> Result<(Tensors, BTreeMap<String, Stri
     };
     let file_len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
     for (name, info) in &content.tensor_infos {
-        stored_size(info, content.tensor_data_offset, file_len)
+        check_extent(info, content.tensor_data_offset, file_len)
             .map_err(|m| bad(format!("tensor `{name}`: {m}")))?;
     }
     let mut tensors = BTreeMap::new();
@@ -136,14 +136,14 @@ pub fn read(path: &Path, dev: &Device) -> Result<(Tensors, BTreeMap<String, Stri
     Ok((tensors, metadata))
 }
 
-/// The bytes a tensor's entry says it takes, if they lie inside a file of `file_len` bytes
+/// Whether the bytes a tensor's entry says it takes lie inside a file of `file_len` bytes
 /// whose tensor data starts at `data_start`. candle trusts a header's shape; a damaged one
 /// could make it allocate without bound.
-fn stored_size(
+fn check_extent(
     info: &gguf_file::TensorInfo,
     data_start: u64,
     file_len: u64,
-) -> Result<u64, String> {
+) -> Result<(), String> {
     let dims = info.shape.dims();
     let elements = dims
         .iter()
@@ -164,7 +164,7 @@ fn stored_size(
             data_start.saturating_add(info.offset)
         ));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// A candle error's message, without the backtrace candle attaches to it when `RUST_BACKTRACE`

@@ -24,19 +24,15 @@ use std::path::{Path, PathBuf};
 /// rename is only atomic within one file system), which is synced to disk
 /// and then renamed over `path`. Missing parent folders are created.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file")
-    })?;
+    if path.file_name().is_none() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file"));
+    }
     let parent = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
     fs::create_dir_all(parent)?;
-
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = parent.join(tmp_name);
+    let tmp = temporary(path, "");
 
     let result = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {

@@ -494,6 +494,7 @@ impl SafetensorsStream {
         };
         let mut written = Vec::new();
         let mut weight_map = BTreeMap::new();
+        let mut buf = Vec::new();
         for (group, file) in groups.iter().zip(&files) {
             let tensors = group.iter().map(|name| {
                 let (dtype, shape, _, len) = &self.entries[*name];
@@ -503,7 +504,7 @@ impl SafetensorsStream {
             out.write_all(&header_bytes(tensors, metadata)).map_err(write)?;
             for name in group {
                 let (_, _, start, len) = self.entries[*name];
-                let mut buf = vec![0u8; len as usize];
+                buf.resize(len as usize, 0);
                 read_exact_at(&self.spill, &mut buf, start).map_err(write)?;
                 out.write_all(&buf).map_err(write)?;
                 let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned());

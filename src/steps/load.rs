@@ -22,48 +22,35 @@ pub fn run(spec: &LoadSpec, ctx: &Context) -> Result<Artifact, StepError> {
     let is_gguf = spec.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
     let failed =
         |e: String| StepError::new(format!("`{}`: {e}", spec.path.display()), help(&spec.path));
-    if !is_gguf {
-        let checkpoint = Checkpoint::open(&full).map_err(read_error)?;
-        // A checkpoint with no model stays on disk; one in a layout of this program's own
-        // (sparse or integer tensors) is small, and read whole.
-        let layout = [sparse::METADATA_KEY, quant::METADATA_KEY]
-            .iter()
-            .any(|k| checkpoint.metadata.contains_key(*k));
-        if spec.arch.is_none() && !layout {
-            // Every float is read once now, so that a value that is not finite is refused
-            // with its tensor's name before any work is done.
-            let mut buf = Vec::new();
-            for name in checkpoint.tensors.keys().filter(|n| checkpoint.is_float(n)) {
-                checkpoint.check_finite(name, &mut buf).map_err(read_error)?;
-            }
-            let streamed = Streamed { path: spec.path.clone(), ops: Vec::new() };
-            let mut weights = WeightsArtifact::streamed(streamed, ctx.node);
-            weights.metrics = recorded_metrics(&checkpoint.metadata);
-            return Ok(Artifact::Weights(Arc::new(weights)));
-        }
-        if checkpoint.sharded {
-            let mut raw = Tensors::new();
-            for (name, (_, at)) in &checkpoint.tensors {
-                let data = checkpoint.bytes(name).map_err(read_error)?;
-                raw.insert(
-                    name.clone(),
-                    RawTensor { dtype: at.dtype, shape: at.shape.clone(), data },
-                );
-            }
-            let metadata = checkpoint.metadata.clone();
-            let (tensors, quant, metadata) =
-                decode_safetensors(raw, metadata, ctx.dev).map_err(failed)?;
-            return finish(spec, tensors, quant, &metadata, ctx);
-        }
+    if is_gguf {
+        let (tensors, quant, metadata) = read_gguf(&full, ctx.dev).map_err(failed)?;
+        return finish(spec, tensors, quant, &metadata, ctx);
     }
-    let (tensors, quant, metadata) = if is_gguf {
-        read_gguf(&full, ctx.dev)
-    } else {
-        crate::formats::safetensors::read(&full)
-            .map_err(|e| e.with_path(&spec.path).to_string())
-            .and_then(|(raw, metadata)| decode_safetensors(raw, metadata, ctx.dev))
+    let checkpoint = Checkpoint::open(&full).map_err(|e| read_error(e.with_path(&spec.path)))?;
+    // A checkpoint with no model stays on disk; one in a layout of this program's own
+    // (sparse or integer tensors) is small, and read whole.
+    let layout = [sparse::METADATA_KEY, quant::METADATA_KEY]
+        .iter()
+        .any(|k| checkpoint.metadata.contains_key(*k));
+    if spec.arch.is_none() && !layout {
+        // Every float is read once now, so that a value that is not finite is refused with
+        // its tensor's name before any work is done.
+        let mut buf = Vec::new();
+        for name in checkpoint.tensors.keys().filter(|n| checkpoint.is_float(n)) {
+            checkpoint.check_finite(name, &mut buf).map_err(read_error)?;
+        }
+        let streamed = Streamed { path: spec.path.clone(), ops: Vec::new() };
+        let mut weights = WeightsArtifact::streamed(streamed, ctx.node);
+        weights.metrics = recorded_metrics(&checkpoint.metadata);
+        return Ok(Artifact::Weights(Arc::new(weights)));
     }
-    .map_err(failed)?;
+    let mut raw = Tensors::new();
+    for (name, (_, at)) in &checkpoint.tensors {
+        let data = checkpoint.bytes(name).map_err(read_error)?;
+        raw.insert(name.clone(), RawTensor { dtype: at.dtype, shape: at.shape.clone(), data });
+    }
+    let (tensors, quant, metadata) =
+        decode_safetensors(raw, checkpoint.metadata.clone(), ctx.dev).map_err(failed)?;
     finish(spec, tensors, quant, &metadata, ctx)
 }
 

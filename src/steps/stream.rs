@@ -111,7 +111,7 @@ impl Streamed {
     pub fn quantized(&self, names: impl Iterator<Item = String>) -> BTreeMap<String, Scheme> {
         let mut out = BTreeMap::new();
         for name in names {
-            let last = self.ops.iter().rev().find(|op| op.targets().contains(&name));
+            let last = self.ops.iter().rev().find(|op| op.touches(&name));
             if let Some(Op::Quantize { scheme, .. }) = last {
                 out.insert(name, scheme.scheme());
             }
@@ -125,6 +125,11 @@ impl Op {
         match self {
             Op::Prune { targets, .. } | Op::Quantize { targets, .. } => targets,
         }
+    }
+
+    /// Whether the operation works on tensor `name`.
+    pub fn touches(&self, name: &str) -> bool {
+        self.targets().iter().any(|t| t == name)
     }
 }
 
@@ -176,15 +181,15 @@ impl<'a> Walk<'a> {
     /// The tensor `name`; tensors must be visited in name order for global pruning's ties.
     pub fn visit(&mut self, name: &str) -> Result<Visited, StepError> {
         let (_, at) = &self.checkpoint.tensors[name];
-        let touched = self.ops.iter().any(|op| op.targets().iter().any(|t| t == name));
+        let touched = self.ops.iter().any(|op| op.touches(name));
         if !touched {
-            let bytes = self.checkpoint.bytes(name).map_err(|e| self.read_error(e))?;
+            let bytes = self.checkpoint.bytes(name).map_err(read_error)?;
             return Ok(Visited::Stored { dtype: at.dtype, shape: at.shape.clone(), bytes });
         }
-        let mut values = self.checkpoint.values(name).map_err(|e| self.read_error(e))?;
+        let mut values = self.checkpoint.values(name).map_err(read_error)?;
         let mut quant = None;
         for (i, op) in self.ops.iter().enumerate() {
-            if !op.targets().iter().any(|t| t == name) {
+            if !op.touches(name) {
                 continue;
             }
             quant = None;
@@ -195,8 +200,7 @@ impl<'a> Walk<'a> {
                     })?;
                 }
                 Op::Quantize { scheme, .. } => {
-                    let later =
-                        self.ops[i + 1..].iter().any(|op| op.targets().iter().any(|t| t == name));
+                    let later = self.ops[i + 1..].iter().any(|op| op.touches(name));
                     let t = Tensor::from_vec(values, at.shape.as_slice(), &Device::Cpu)?;
                     let q = Quantized::new(&t, scheme.scheme()).map_err(|e| {
                         StepError::new(
@@ -216,10 +220,6 @@ impl<'a> Walk<'a> {
             }
         }
         Ok(Visited::Changed { dtype: at.dtype, shape: at.shape.clone(), values, quant })
-    }
-
-    fn read_error(&self, e: crate::formats::safetensors::FormatError) -> StepError {
-        read_error(e)
     }
 }
 
@@ -319,7 +319,7 @@ fn histogram(
     let (mut raw, mut values) = (Vec::new(), Vec::new());
     let mut hist = vec![0u64; buckets];
     for name in checkpoint.tensors.keys().filter(|n| targets.contains(n)) {
-        if streamed.ops.iter().any(|op| op.targets().contains(name)) {
+        if streamed.ops.iter().any(|op| op.touches(name)) {
             match walk.visit(name)? {
                 Visited::Changed { values: v, .. } => values = v,
                 Visited::Stored { .. } => unreachable!("a touched tensor is changed"),

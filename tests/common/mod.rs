@@ -32,6 +32,11 @@ pub fn cli(args: &[&str], dir: &Path) -> Output {
         .expect("the binary runs")
 }
 
+/// A program's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Copy the recipe's folder (without earlier outputs) to a fresh temporary
 /// folder, run the recipe there, and read back every file it wrote.
 pub fn run_in_copy(path: &Path, overrides: &[String]) -> Ran {
