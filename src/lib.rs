@@ -131,6 +131,16 @@ impl Recipe {
         overrides: &[String],
         device: Option<check::Device>,
     ) -> Result<Compiled, Error> {
+        self.compile_with(overrides, device, true)
+    }
+
+    /// Compile; `remember` saves the hashes of the files read, for the next compile.
+    fn compile_with(
+        &self,
+        overrides: &[String],
+        device: Option<check::Device>,
+        remember: bool,
+    ) -> Result<Compiled, Error> {
         let (ast, mut checked) = self.check(overrides)?;
         if let Some(device) = device {
             checked.settings.device = device;
@@ -139,7 +149,9 @@ impl Recipe {
         let graph = graph::plan(&checked, &self.base_dir(), &hashes)
             .map_err(|e| Error::Plan { message: e.to_string() })?;
         // The memo only saves time on the next run; failing to write it loses nothing.
-        let _ = hashes.save();
+        if remember {
+            let _ = hashes.save();
+        }
         Ok(Compiled { ast, checked, graph })
     }
 
@@ -170,12 +182,38 @@ impl Recipe {
             })?,
             None => compiled.graph.clone(),
         };
-        let report = exec::run(&compiled.checked, &graph, options)
+        let mut options = options.clone();
+        if let exec::Executor::Slurm(slurm) = &mut options.executor {
+            // Tasks on other nodes start in other folders.
+            let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            slurm.recipe = exec::slurm::TaskRecipe {
+                file: absolute(&self.path),
+                overrides: overrides.to_vec(),
+                out_dir: self.out_dir.as_deref().map(absolute),
+                device: options.device,
+            };
+        }
+        let report = exec::run(&compiled.checked, &graph, &options)
             .map_err(|e| diag::run_error(self, overrides, e))?;
         if self.path.is_file() {
             self.write_lock(&compiled, &report)?;
         }
         Ok((compiled, report))
+    }
+
+    /// Train one trial of a search into its trial store, as a task of a cluster job does
+    /// (`recipe trial`): compiles the recipe as the driver did and reads the search's inputs
+    /// from the cache. Writes nothing else: many tasks run at once, and the driver holds the
+    /// folder's lock.
+    pub fn trial(
+        &self,
+        overrides: &[String],
+        device: Option<check::Device>,
+        task: &exec::TrialTask,
+    ) -> Result<steps::search::report::Trial, Error> {
+        let compiled = self.compile_with(overrides, device, false)?;
+        exec::run_trial(&compiled.checked, &compiled.graph, &self.base_dir(), task)
+            .map_err(|e| diag::run_error(self, overrides, e))
     }
 
     /// Record the run in the lock file. Steps this run did not reach (`--only`) keep their

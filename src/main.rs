@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use miette::{GraphicalReportHandler, GraphicalTheme};
 
 use recipe::check::Device;
-use recipe::exec::{ProgressMode, RunOptions};
+use recipe::exec::{Executor, ProgressMode, RunOptions, SlurmOptions, TrialTask};
 use recipe::{Error, Recipe};
 
 #[derive(Parser)]
@@ -47,6 +47,33 @@ enum Command {
         /// Run every step, even those whose results the cache holds (and store them again).
         #[arg(long)]
         no_cache: bool,
+        /// Where the trials of a search train: `local`, on this machine, or `slurm`, as one
+        /// Slurm array job per rung; the results are the same.
+        #[arg(long, value_enum, default_value_t = ExecutorKind::Local)]
+        executor: ExecutorKind,
+        #[command(flatten)]
+        slurm: SlurmArgs,
+    },
+    /// Train one trial of a search into the trial store: what each task of a Slurm array job
+    /// runs. The trial's number defaults to `SLURM_ARRAY_TASK_ID`.
+    #[command(hide = true)]
+    Trial {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// The search step.
+        #[arg(long, value_name = "NAME")]
+        step: String,
+        /// The step's hash when the trial was submitted.
+        #[arg(long)]
+        hash: String,
+        /// The rung of successive halving, 0 for other strategies.
+        #[arg(long, default_value_t = 0)]
+        rung: usize,
+        /// The trial's number.
+        #[arg(long)]
+        index: Option<usize>,
+        #[arg(long, value_parser = parse_device)]
+        device: Option<Device>,
     },
     /// Remove the cache entries and stored search trials that no recipe in a folder refers to.
     Clean {
@@ -108,6 +135,77 @@ enum MetricsCommand {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExecutorKind {
+    Local,
+    Slurm,
+}
+
+/// How `--executor slurm` submits; each option is refused with `--executor local`.
+#[derive(Args)]
+#[command(next_help_heading = "Slurm (with --executor slurm)")]
+struct SlurmArgs {
+    /// The partition to submit to (`sbatch --partition`).
+    #[arg(long)]
+    partition: Option<String>,
+    /// The time limit of each trial (`sbatch --time`), such as `30:00` or `1-00:00:00`.
+    #[arg(long)]
+    time: Option<String>,
+    /// At most this many trials of a rung run at once (`--array=...%K`).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    max_parallel: Option<u32>,
+    /// One more argument for `sbatch`, such as `--gres=gpu:1`; repeatable.
+    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+    sbatch_args: Vec<String>,
+    /// Submit the trials that failed again, up to N times.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    retries: usize,
+}
+
+impl SlurmArgs {
+    /// The Slurm flags given, by name.
+    fn given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        let flags = [
+            ("--partition", self.partition.is_some()),
+            ("--time", self.time.is_some()),
+            ("--max-parallel", self.max_parallel.is_some()),
+            ("--sbatch-arg", !self.sbatch_args.is_empty()),
+            ("--retries", self.retries > 0),
+        ];
+        for (flag, set) in flags {
+            if set {
+                given.push(flag);
+            }
+        }
+        given
+    }
+
+    fn executor(self, kind: ExecutorKind) -> Result<Executor, Error> {
+        if kind == ExecutorKind::Local {
+            return match self.given().first() {
+                None => Ok(Executor::Local),
+                Some(flag) => Err(Error::Command {
+                    message: format!("`{flag}` is an option of `--executor slurm`"),
+                    help: Some("add `--executor slurm`, or leave the option out".into()),
+                }),
+            };
+        }
+        // The tasks run this very binary.
+        let program = std::env::current_exe().map_err(|e| Error::Command {
+            message: format!("cannot tell where the `recipe` binary is: {e}"),
+            help: None,
+        })?;
+        let mut options = SlurmOptions::new(program);
+        options.partition = self.partition;
+        options.time = self.time;
+        options.max_parallel = self.max_parallel.map(|k| k as usize);
+        options.sbatch_args = self.sbatch_args;
+        options.retries = self.retries;
+        Ok(Executor::Slurm(Box::new(options)))
+    }
+}
+
 #[derive(Args)]
 struct RecipeArgs {
     /// The recipe file, `NAME.opt`.
@@ -147,10 +245,16 @@ fn parse_device(s: &str) -> Result<Device, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    let trial = matches!(cli.command, Command::Trial { .. });
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             report(&e);
+            if trial {
+                // The driver quotes the last line of a failed task's log: one line that says
+                // it all.
+                println!("error: {}", e.to_string().replace('\n', " "));
+            }
             ExitCode::from(1)
         }
     }
@@ -168,6 +272,8 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Logs that go to a file, such as a Slurm task's, stay free of escape codes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .init();
@@ -269,7 +375,45 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Metrics { command: MetricsCommand::Diff { rev, files } } => {
             print!("{}", recipe::metrics_diff(&rev, &files)?);
         }
-        Command::Run { recipe: args, device, only, jobs, no_cache } => {
+        Command::Trial { recipe: args, step, hash, rung, index, device } => {
+            let recipe = args.read()?;
+            let slurm = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            let index = match index.or_else(|| slurm("SLURM_ARRAY_TASK_ID")?.parse().ok()) {
+                Some(index) => index,
+                None => {
+                    return Err(Error::Command {
+                        message: "which trial? give `--index N` or run as a task of an array \
+                                  job (`SLURM_ARRAY_TASK_ID`)"
+                            .into(),
+                        help: None,
+                    })
+                }
+            };
+            let mut ran_under = std::collections::BTreeMap::new();
+            for (var, key) in [
+                ("SLURM_ARRAY_JOB_ID", "slurm_array_job_id"),
+                ("SLURM_ARRAY_TASK_ID", "slurm_array_task_id"),
+                ("SLURM_JOB_ID", "slurm_job_id"),
+                ("SLURMD_NODENAME", "slurm_node"),
+            ] {
+                if let Some(value) = slurm(var) {
+                    ran_under.insert(key.to_string(), value);
+                }
+            }
+            let task = TrialTask { step, hash, index, rung, ran_under };
+            let trial = recipe.trial(&args.set, device, &task)?;
+            let how = if trial.stored {
+                "was in the trial store".to_string()
+            } else {
+                format!("trained in {:.2} s", trial.seconds)
+            };
+            println!(
+                "trial {index} of `{}`, rung {rung} ({} epochs): objective {} ({how})",
+                task.step, trial.epochs, trial.objective
+            );
+        }
+        Command::Run { recipe: args, device, only, jobs, no_cache, executor, slurm } => {
+            let executor = slurm.executor(executor)?;
             let recipe = args.read()?;
             let progress = if std::io::stderr().is_terminal() {
                 ProgressMode::Bar
@@ -285,6 +429,7 @@ fn run(command: Command) -> Result<(), Error> {
                 progress,
                 jobs,
                 use_cache: !no_cache,
+                executor,
             };
             let (_, report) = recipe.run(&args.set, only.as_deref(), &options)?;
             for (step, notes) in &report.notes {

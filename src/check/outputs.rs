@@ -136,13 +136,15 @@ impl OutputRoot {
 }
 
 /// Check the paths every run writes besides the recipe's own outputs: the cache, the stored
-/// search trials, the memo of file hashes and the lock file `NAME.lock`.
+/// search trials, the memo of file hashes, the Slurm job scripts and logs, and the lock file
+/// `NAME.lock`.
 pub(crate) fn check_state(out: &OutputRoot, recipe_stem: &str, errors: &mut Errors) {
     let lock = format!("{recipe_stem}.lock");
     let state = [
         ("the step cache", crate::exec::cache::CACHE_DIR),
         ("the stored search trials", crate::steps::search::TRIAL_STORE),
         ("the memo of file hashes", crate::digest::MEMO_FILE),
+        ("the Slurm job scripts and logs", crate::exec::slurm::SLURM_DIR),
         ("the lock file", lock.as_str()),
     ];
     for (what, path) in state {

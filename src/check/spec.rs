@@ -44,6 +44,16 @@ pub enum Device {
     Cuda(usize),
 }
 
+/// As the recipe and `--device` write it: `cpu`, `cuda(N)`.
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda({n})"),
+        }
+    }
+}
+
 /// One checked block.
 #[derive(Debug, Clone, Serialize)]
 pub struct Block {

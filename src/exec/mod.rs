@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod cache;
 pub mod lockfile;
 pub mod progress;
+pub mod slurm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use tracing::{info, info_span, warn};
 
 pub use cache::{Cache, Lookup, Manifest};
 pub use progress::ProgressMode;
+pub use slurm::{Executor, SlurmOptions};
 
 use crate::check::{self, Arch, Checked};
 use crate::data::Dataset;
@@ -110,6 +112,8 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Take unchanged steps from the cache; when false every step runs (and is stored).
     pub use_cache: bool,
+    /// Where the trials of a search train.
+    pub executor: Executor,
 }
 
 impl RunOptions {
@@ -121,6 +125,7 @@ impl RunOptions {
             progress: ProgressMode::Quiet,
             jobs: 1,
             use_cache: true,
+            executor: Executor::Local,
         }
     }
 }
@@ -185,6 +190,8 @@ pub struct Context<'a> {
     pub progress: ProgressMode,
     /// How many trials of a search train side by side.
     pub jobs: usize,
+    /// Where the trials of a search train.
+    pub executor: &'a Executor,
 }
 
 impl Context<'_> {
@@ -261,6 +268,10 @@ pub enum RunError {
     #[diagnostic(code(recipe::run::cache), help("{help}"))]
     Cache { message: String, help: String },
 
+    #[error("{message}")]
+    #[diagnostic(code(recipe::run::executor), help("{help}"))]
+    Executor { message: String, help: String },
+
     #[error("device {device} is not available: {message}")]
     #[diagnostic(code(recipe::run::device), help("{help}"))]
     Device { device: String, message: String, help: String },
@@ -332,6 +343,14 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
     let blocks: BTreeMap<&str, &check::Block> =
         checked.blocks.iter().map(|b| (b.name.as_str(), b)).collect();
     let dev = device(options.device.unwrap_or(checked.settings.device))?;
+    if let Executor::Slurm(_) = options.executor {
+        slurm::find_commands().map_err(|message| RunError::Executor {
+            message,
+            help: "install Slurm's client commands (Debian: `slurm-client`) and put them on the \
+                   PATH, or run with `--executor local`"
+                .into(),
+        })?;
+    }
     let base = options.base_dir.as_path();
     let out = &checked.out_root;
     let root = out.dir.as_path();
@@ -400,6 +419,7 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
             recipe_name,
             progress: options.progress,
             jobs: options.jobs,
+            executor: &options.executor,
         };
         let started = Instant::now();
         let failed = |message: String, help: String| RunError::Step {
@@ -488,6 +508,106 @@ pub fn run(checked: &Checked, graph: &Graph, options: &RunOptions) -> Result<Run
     }
     report.outputs = outputs;
     Ok(report)
+}
+
+/// One trial of a search, as a task of a cluster job trains it.
+#[derive(Debug, Clone)]
+pub struct TrialTask {
+    /// The search step.
+    pub step: String,
+    /// Its hash when the driver submitted the task: a task refuses to train for a recipe
+    /// that has changed since.
+    pub hash: String,
+    pub index: usize,
+    pub rung: usize,
+    /// Where the task ran (Slurm's job and task ids), recorded with the trial's result.
+    pub ran_under: BTreeMap<String, String>,
+}
+
+/// Train one trial of a search step into its trial store, reading the step's inputs from
+/// the cache that the driver filled. Takes no lock: the driver holds it, and a task writes
+/// only its own trial's file, whole or not at all.
+pub fn run_trial(
+    checked: &Checked,
+    graph: &Graph,
+    base_dir: &Path,
+    task: &TrialTask,
+) -> Result<steps::search::report::Trial, RunError> {
+    let refused = |message: String, help: &str| RunError::Executor { message, help: help.into() };
+    let node = graph.node(&task.step).ok_or_else(|| {
+        refused(format!("the recipe has no step `{}`", task.step), "check `--step`")
+    })?;
+    if node.hash != task.hash {
+        return Err(refused(
+            format!(
+                "step `{}` changed since its trials were submitted (hash {} then, {} now)",
+                node.name,
+                short(&task.hash),
+                short(&node.hash)
+            ),
+            "the recipe, its inputs and `--set` must stay as they were while its trials run; \
+             run the recipe again to submit them anew",
+        ));
+    }
+    let block = checked.blocks.iter().find(|b| b.name == node.name).expect("a node is a block");
+    let check::Spec::Search(spec) = &block.spec else {
+        return Err(refused(format!("step `{}` is not a search", node.name), "check `--step`"));
+    };
+    let dev = device(checked.settings.device)?;
+    let out = &checked.out_root;
+    let cache = Cache::read_only(&out.dir);
+    let hashes = FileHashes::open(&out.dir);
+    let mut outputs = BTreeMap::new();
+    for input in &node.inputs {
+        let missing = || {
+            refused(
+                format!(
+                    "the cache holds no result of step `{input}`, which the trials of `{}` read",
+                    node.name
+                ),
+                "the driver stores it before it submits the trials: the recipe's folder and its \
+                 `.recipe` must be on a filesystem that every node shares",
+            )
+        };
+        let input_node = graph.node(input).ok_or_else(missing)?;
+        let Lookup::Hit(manifest) = cache.lookup(&input_node.hash, &hashes) else {
+            return Err(missing());
+        };
+        let artifact = artifacts::decode(&manifest, &cache, &dev).map_err(|message| {
+            refused(format!("the cache entry of step `{input}` cannot be read: {message}"), BUG)
+        })?;
+        outputs.insert(input.clone(), artifact);
+    }
+    let ctx = Context {
+        dev: &dev,
+        seed: step_seed(checked.settings.seed, &node.name),
+        base_dir,
+        out,
+        block,
+        node,
+        recipe_name: &checked.settings.name,
+        progress: ProgressMode::Lines,
+        jobs: 1,
+        executor: &Executor::Local,
+    };
+    steps::search::run_task(
+        spec,
+        &Inputs { outputs: &outputs },
+        &ctx,
+        task.index,
+        task.rung,
+        &task.ran_under,
+    )
+    .map_err(|e| RunError::Step {
+        span: block.span,
+        name: node.name.clone(),
+        message: e.message,
+        help: e.help,
+    })
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
 }
 
 /// The steps of `graph` whose results the cache of `base_dir` holds, with the bytes of each

@@ -26,6 +26,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::check::spec::{Metric, SearchSpec, Strategy, TrainSpec};
+use crate::exec::slurm::{self, Executor, SlurmOptions};
 use crate::exec::{Artifact, Context, Inputs, StepError, WeightsArtifact};
 use crate::formats::safetensors::{self, RawTensor};
 use crate::nn::Weights;
@@ -53,20 +54,31 @@ pub fn remove_stale_temporaries(base_dir: &Path) {
     }
 }
 
-pub fn run(spec: &SearchSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
+/// The trials of a search and the epochs of each rung, as the driver and every task that
+/// trains one of its trials compute them.
+struct Layout {
+    points: Vec<Values>,
+    rungs: Vec<usize>,
+    /// How many times more trials a rung has than the next.
+    eta: usize,
+}
+
+fn layout(spec: &SearchSpec, seed: u64) -> Layout {
     let points: Vec<Values> = match spec.strategy {
         Strategy::Grid => space::grid(&spec.space).into_iter().take(spec.trials).collect(),
-        _ => (0..spec.trials).map(|i| space::random(&spec.space, ctx.seed, i)).collect(),
+        _ => (0..spec.trials).map(|i| space::random(&spec.space, seed, i)).collect(),
     };
     let epochs = spec.train.settings.epochs;
-    let rungs = match spec.strategy {
-        Strategy::Halving { eta } => halving_budgets(points.len(), epochs, eta),
-        _ => vec![epochs],
+    let (rungs, eta) = match spec.strategy {
+        Strategy::Halving { eta } => (halving_budgets(points.len(), epochs, eta), eta.max(2)),
+        _ => (vec![epochs], 1),
     };
-    let eta = match spec.strategy {
-        Strategy::Halving { eta } => eta.max(2),
-        _ => 1,
-    };
+    Layout { points, rungs, eta }
+}
+
+pub fn run(spec: &SearchSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact, StepError> {
+    let Layout { points, rungs, eta } = layout(spec, ctx.seed);
+    let epochs = spec.train.settings.epochs;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(ctx.jobs.max(1))
         .build()
@@ -78,13 +90,22 @@ pub fn run(spec: &SearchSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact
     let mut alive: Vec<usize> = (0..points.len()).collect();
     let mut trials: BTreeMap<usize, Trial> = BTreeMap::new();
     let mut weights: BTreeMap<usize, Weights> = BTreeMap::new();
+    let mut submitted: Vec<slurm::Submitted> = Vec::new();
     for (rung, &budget) in rungs.iter().enumerate() {
-        let runs: Vec<Result<(Trial, Weights), StepError>> = pool.install(|| {
-            alive
-                .par_iter()
-                .map(|&i| run_trial(spec, inputs, ctx, &store, i, &points[i], rung, budget))
-                .collect()
-        });
+        let runs: Vec<Result<(Trial, Weights), StepError>> = match ctx.executor {
+            Executor::Local => pool.install(|| {
+                alive
+                    .par_iter()
+                    .map(|&i| {
+                        run_trial(spec, inputs, ctx, &store, i, &points[i], rung, budget, None)
+                    })
+                    .collect()
+            }),
+            Executor::Slurm(options) => {
+                let at = Rung { index: rung, epochs: budget, alive: &alive, points: &points };
+                on_slurm(options, ctx, &store, &at, &mut submitted)?.into_iter().map(Ok).collect()
+            }
+        };
         for run in runs {
             let (mut trial, w) = run?;
             if let Some(before) = trials.get(&trial.index) {
@@ -133,6 +154,13 @@ pub fn run(spec: &SearchSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact
         trials.len(),
         trials.len() * epochs,
     )];
+    if !submitted.is_empty() {
+        let jobs: Vec<String> = submitted
+            .iter()
+            .map(|s| format!("{} (trials {})", s.job, slurm::array_spec(&s.indices)))
+            .collect();
+        notes.push(format!("trained on Slurm: array job {}", jobs.join(", ")));
+    }
     notes.extend(report::text(&trials, &spec.space, &spec.objective).lines().map(str::to_string));
     let mut metrics = BTreeMap::new();
     metrics.insert(report::objective_name(&spec.objective), winner.objective);
@@ -164,7 +192,147 @@ pub fn halving_budgets(n: usize, epochs: usize, eta: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Train trial `index` with `values` for `epochs`, or take it from the store.
+/// One rung of a search: its number, the epochs every trial in it trains, and the trials
+/// in it.
+struct Rung<'a> {
+    index: usize,
+    epochs: usize,
+    alive: &'a [usize],
+    points: &'a [Values],
+}
+
+/// Train the trials of `rung` that the store does not hold as one Slurm array job (the
+/// array's task ids are the trial numbers), then read every trial of the rung from the store.
+fn on_slurm(
+    options: &SlurmOptions,
+    ctx: &Context,
+    store: &Path,
+    rung: &Rung,
+    submitted: &mut Vec<slurm::Submitted>,
+) -> Result<Vec<(Trial, Weights)>, StepError> {
+    let path = |i: usize| {
+        let key = trial_key(&ctx.node.hash, i, &rung.points[i], rung.epochs);
+        store.join(format!("{key}.safetensors"))
+    };
+    let trial = |i: usize, stored: Stored, from_store: bool| {
+        let seconds = stored.meta.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(0.0);
+        let trial = Trial {
+            index: i,
+            values: rung.points[i].clone(),
+            objective: stored.objective,
+            epochs: rung.epochs,
+            epochs_total: rung.epochs,
+            rung: rung.index,
+            seconds,
+            stored: from_store,
+        };
+        (trial, stored.weights)
+    };
+    let mut runs: BTreeMap<usize, (Trial, Weights)> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for &i in rung.alive {
+        match read_stored(&path(i), ctx) {
+            Some(stored) => {
+                runs.insert(i, trial(i, stored, true));
+            }
+            None => missing.push(i),
+        }
+    }
+    if !missing.is_empty() {
+        let dir = ctx.output_path(&Path::new(slurm::SLURM_DIR).join(&ctx.node.name))?;
+        let dir = std::path::absolute(&dir)
+            .map_err(|e| StepError::new(format!("cannot resolve `{}`: {e}", dir.display()), ""))?;
+        let job = slurm::ArrayJob {
+            name: format!("{}.{}", ctx.recipe_name, ctx.node.name),
+            what: &format!("search `{}`", ctx.node.name),
+            piece: "trial",
+            dir,
+            script: format!("rung{}.sh", rung.index),
+            args: task_args(options, ctx, rung.index),
+            indices: missing.clone(),
+        };
+        let done = |i: usize| path(i).exists();
+        let jobs = slurm::run_array(options, &job, &done, ctx.progress).map_err(|e| {
+            let (message, help) = e.explain(job.what, job.piece);
+            StepError::new(message, help)
+        })?;
+        submitted.extend(jobs);
+        for i in missing {
+            let stored = read_stored(&path(i), ctx).ok_or_else(|| {
+                StepError::new(
+                    format!(
+                        "trial {i} ended on Slurm, but its result in the trial store is \
+                             missing or damaged"
+                    ),
+                    "the folder of the recipe must be on a filesystem every node shares",
+                )
+            })?;
+            runs.insert(i, trial(i, stored, false));
+        }
+    }
+    Ok(runs.into_values().collect())
+}
+
+/// The arguments of `recipe` in each task: the same recipe, overrides, output folder and
+/// device as the driver, one trial of one rung of this step.
+fn task_args(options: &SlurmOptions, ctx: &Context, rung: usize) -> Vec<String> {
+    let recipe = &options.recipe;
+    let mut args = vec![
+        "-v".to_string(),
+        "trial".to_string(),
+        recipe.file.display().to_string(),
+        "--step".to_string(),
+        ctx.node.name.clone(),
+        "--hash".to_string(),
+        ctx.node.hash.clone(),
+        "--rung".to_string(),
+        rung.to_string(),
+    ];
+    for set in &recipe.overrides {
+        args.extend(["--set".to_string(), set.clone()]);
+    }
+    if let Some(dir) = &recipe.out_dir {
+        args.extend(["--out-dir".to_string(), dir.display().to_string()]);
+    }
+    if let Some(device) = recipe.device {
+        args.extend(["--device".to_string(), device.to_string()]);
+    }
+    args
+}
+
+/// Train trial `index` of rung `rung` into the trial store, as one task of a cluster job
+/// does; a trial the store holds already is not trained again. `ran_under` (such as the
+/// Slurm job and task ids) is recorded in the stored file.
+pub fn run_task(
+    spec: &SearchSpec,
+    inputs: &Inputs,
+    ctx: &Context,
+    index: usize,
+    rung: usize,
+    ran_under: &BTreeMap<String, String>,
+) -> Result<Trial, StepError> {
+    let Layout { points, rungs, .. } = layout(spec, ctx.seed);
+    let Some(values) = points.get(index) else {
+        return Err(StepError::new(
+            format!("the search has {} trials; there is no trial {index}", points.len()),
+            "the task id of the array job is the trial's number",
+        ));
+    };
+    let Some(&epochs) = rungs.get(rung) else {
+        return Err(StepError::new(
+            format!("the search has {} rungs; there is no rung {rung}", rungs.len()),
+            "rungs count from 0",
+        ));
+    };
+    let store = ctx.out.dir.join(TRIAL_STORE).join(&ctx.node.hash);
+    let (trial, _) =
+        run_trial(spec, inputs, ctx, &store, index, values, rung, epochs, Some(ran_under))?;
+    Ok(trial)
+}
+
+/// Train trial `index` with `values` for `epochs`, or take it from the store. With
+/// `ran_under`, the stored file also records the trial's number, its wall time and those
+/// entries.
 #[allow(clippy::too_many_arguments)]
 fn run_trial(
     spec: &SearchSpec,
@@ -175,6 +343,7 @@ fn run_trial(
     values: &Values,
     rung: usize,
     epochs: usize,
+    ran_under: Option<&BTreeMap<String, String>>,
 ) -> Result<(Trial, Weights), StepError> {
     let key = trial_key(&ctx.node.hash, index, values, epochs);
     let path = store.join(format!("{key}.safetensors"));
@@ -188,9 +357,9 @@ fn run_trial(
         seconds,
         stored,
     };
-    if let Some((weights, objective)) = read_stored(&path, ctx) {
+    if let Some(stored) = read_stored(&path, ctx) {
         tracing::debug!(index, rung, "trial from the store");
-        return Ok((trial(objective, 0.0, true), weights));
+        return Ok((trial(stored.objective, 0.0, true), stored.weights));
     }
 
     let mut settings = spec.train.settings.clone();
@@ -213,9 +382,18 @@ fn run_trial(
             "give the data block's `split` a validation share",
         )
     })?;
-    write_stored(&path, &weights, objective)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut meta = BTreeMap::new();
+    if let Some(ran_under) = ran_under {
+        meta.clone_from(ran_under);
+        meta.insert("trial".to_string(), index.to_string());
+        meta.insert("seconds".to_string(), format!("{seconds:.3}"));
+    }
+    // `{}` of an f64 is the shortest text that reads back as the same number.
+    meta.insert("objective".to_string(), format!("{objective}"));
+    write_stored(&path, &weights, &meta)?;
     tracing::info!(index, rung, epochs, objective, "trial done");
-    Ok((trial(objective, started.elapsed().as_secs_f64(), false), weights))
+    Ok((trial(objective, seconds, false), weights))
 }
 
 /// The name a trial is stored under: what makes its result, and nothing else.
@@ -224,19 +402,27 @@ fn trial_key(step_hash: &str, index: usize, values: &Values, epochs: usize) -> S
     blake3::hash(text.as_bytes()).to_hex()[..32].to_string()
 }
 
+/// A trial read back from the store.
+struct Stored {
+    weights: Weights,
+    objective: f64,
+    /// The file's metadata: the objective, and where and how long a cluster task trained it.
+    meta: BTreeMap<String, String>,
+}
+
 /// A stored trial, if there is a whole one at `path`.
-fn read_stored(path: &Path, ctx: &Context) -> Option<(Weights, f64)> {
+fn read_stored(path: &Path, ctx: &Context) -> Option<Stored> {
     if !path.exists() {
         return None;
     }
-    let read = || -> Option<(Weights, f64)> {
+    let read = || -> Option<Stored> {
         let (tensors, meta) = safetensors::read(path).ok()?;
         let objective: f64 = meta.get("objective")?.parse().ok()?;
         let mut weights = Weights::new();
         for (name, raw) in tensors {
             weights.insert(name, raw.to_tensor(ctx.dev).ok()?);
         }
-        Some((weights, objective))
+        Some(Stored { weights, objective, meta })
     };
     let stored = read();
     if stored.is_none() {
@@ -245,14 +431,16 @@ fn read_stored(path: &Path, ctx: &Context) -> Option<(Weights, f64)> {
     stored
 }
 
-fn write_stored(path: &Path, weights: &Weights, objective: f64) -> Result<(), StepError> {
+fn write_stored(
+    path: &Path,
+    weights: &Weights,
+    meta: &BTreeMap<String, String>,
+) -> Result<(), StepError> {
     let mut raw = BTreeMap::new();
     for (name, t) in weights {
         raw.insert(name.clone(), RawTensor::from_tensor(t)?);
     }
-    // `{}` of an f64 is the shortest text that reads back as the same number.
-    let meta = [("objective".to_string(), format!("{objective}"))].into();
-    safetensors::write(path, &raw, &meta)
+    safetensors::write(path, &raw, meta)
         .map_err(|e| StepError::new(e.to_string(), "check that the recipe's folder can be written"))
 }
 
