@@ -252,14 +252,16 @@ pub struct Cleaned {
     pub entries: usize,
     /// Folders of stored search trials removed.
     pub searches: usize,
+    /// Folders of Slurm job scripts and logs removed, of searches no recipe has.
+    pub slurm_logs: usize,
     /// Bytes freed.
     pub bytes: u64,
     /// Cache entries kept.
     pub kept: usize,
 }
 
-/// Remove the cache entries and stored search trials of `dir` that none of its recipes
-/// (`*.opt`, with no overrides) refers to. Every recipe is compiled first: when one fails,
+/// Remove the cache entries, stored search trials and Slurm logs of `dir` that none of its
+/// recipes (`*.opt`, with no overrides) refers to. Every recipe is compiled first: when one fails,
 /// nothing is removed, since its entries cannot be told from stale ones.
 pub fn clean(dir: &Path) -> Result<Cleaned, Error> {
     let listing =
@@ -271,8 +273,16 @@ pub fn clean(dir: &Path) -> Result<Cleaned, Error> {
         .collect();
     recipes.sort();
     let mut keep = std::collections::BTreeSet::new();
+    // The Slurm logs of a search lie under `RECIPE/STEP`, which outlives edits to the step.
+    let mut searches = std::collections::BTreeSet::new();
     for path in &recipes {
         let compiled = compile(path, &[])?;
+        let name = &compiled.checked.settings.name;
+        for block in &compiled.checked.blocks {
+            if let check::Spec::Search(_) = block.spec {
+                searches.insert(Path::new(name).join(&block.name));
+            }
+        }
         keep.extend(compiled.graph.nodes.into_iter().map(|n| n.hash));
     }
 
@@ -304,6 +314,22 @@ pub fn clean(dir: &Path) -> Result<Cleaned, Error> {
             std::fs::remove_dir_all(&path).map_err(io(&path))?;
             cleaned.searches += 1;
         }
+    }
+    let logs = dir.join(exec::slurm::SLURM_DIR);
+    for recipe in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+        for step in std::fs::read_dir(recipe.path()).into_iter().flatten().flatten() {
+            let search = Path::new(&recipe.file_name()).join(step.file_name());
+            let path = step.path();
+            if searches.contains(&search) || !path.is_dir() {
+                continue;
+            }
+            let files = std::fs::read_dir(&path).into_iter().flatten().flatten();
+            cleaned.bytes += files.filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum::<u64>();
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            cleaned.slurm_logs += 1;
+        }
+        // Only an emptied folder goes; a failure means something is left in it.
+        let _ = std::fs::remove_dir(recipe.path());
     }
     Ok(cleaned)
 }

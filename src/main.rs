@@ -75,7 +75,8 @@ enum Command {
         #[arg(long, value_parser = parse_device)]
         device: Option<Device>,
     },
-    /// Remove the cache entries and stored search trials that no recipe in a folder refers to.
+    /// Remove the cache entries, stored search trials and Slurm logs that no recipe in a folder
+    /// refers to.
     Clean {
         /// The folder of the recipes and their `.recipe/` cache.
         #[arg(default_value = ".")]
@@ -365,9 +366,11 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Clean { dir } => {
             let cleaned = recipe::clean(&dir)?;
             println!(
-                "removed {} cache entries and {} stored searches ({}); kept {}",
+                "removed {} cache entries, {} stored searches and {} folders of Slurm logs ({}); \
+                 kept {}",
                 cleaned.entries,
                 cleaned.searches,
+                cleaned.slurm_logs,
                 recipe::steps::eval::human_bytes(cleaned.bytes),
                 cleaned.kept
             );

@@ -54,9 +54,11 @@ fn random(trials: usize, epochs: usize) -> String {
     RANDOM.replace("TRIALS", &trials.to_string()).replace("EPOCHS", &epochs.to_string())
 }
 
-/// Whether a Slurm cluster answers here.
+/// Whether a Slurm cluster answers here; asked once, since `sinfo` takes seconds to give up.
 fn cluster() -> bool {
-    let up = Command::new("sinfo").arg("-h").output().is_ok_and(|o| o.status.success());
+    static UP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let up = *UP
+        .get_or_init(|| Command::new("sinfo").arg("-h").output().is_ok_and(|o| o.status.success()));
     if !up {
         assert!(
             std::env::var_os("RECIPE_REQUIRE_SLURM").is_none(),
@@ -167,7 +169,7 @@ fn slurm_gives_the_local_results_byte_for_byte() {
         assert!(meta.contains_key("slurm_job_id") && meta.contains_key("seconds"));
     }
     assert_eq!(seen.len(), 13, "every task stored its own trial");
-    let log = remote.path().join(format!(".recipe/slurm/tuned/{}_0.log", jobs[0].0));
+    let log = remote.path().join(format!(".recipe/slurm/cluster/tuned/{}_0.log", jobs[0].0));
     assert!(text(&std::fs::read(&log).unwrap()).contains("trial 0 of `tuned`"), "{log:?}");
 
     // Nothing is submitted again for a search the cache holds.
@@ -202,7 +204,7 @@ fn a_failing_trial_is_reported_with_its_state_and_log() {
         .and_then(|rest| rest.split_once("_1)"))
         .map(|(job, _)| job)
         .unwrap_or_else(|| panic!("the task is named: {err}"));
-    let log = format!(".recipe/slurm/tuned/{job}_1.log");
+    let log = format!(".recipe/slurm/quick/tuned/{job}_1.log");
     assert!(err.replace("\n", "").contains("tuned/"), "the log is named: {err}");
     let logged = text(&std::fs::read(dir.path().join(&log)).unwrap());
     assert!(logged.contains("training diverged"), "{log}: {logged}");
@@ -261,7 +263,7 @@ fn retries_resubmit_only_the_failed_trials() {
         let expected = if meta["trial"] == "2" { &jobs[1].0 } else { &jobs[0].0 };
         assert_eq!(&meta["slurm_array_job_id"], expected, "{meta:?}");
     }
-    let first_log = dir.path().join(format!(".recipe/slurm/tuned/{}_2.log", jobs[0].0));
+    let first_log = dir.path().join(format!(".recipe/slurm/quick/tuned/{}_2.log", jobs[0].0));
     assert!(text(&std::fs::read(first_log).unwrap()).contains("node lost its disk"));
     assert!(outputs(local.path()) == outputs(dir.path()), "the results of a local run");
 
@@ -373,4 +375,19 @@ fn slurm_options_need_the_slurm_executor() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("`--partition` is an option of `--executor slurm`"), "{err}");
+}
+
+/// `recipe clean` drops the Slurm logs of searches that no recipe in the folder has.
+#[test]
+fn clean_drops_the_logs_of_searches_gone() {
+    let dir = folder("quick", &random(2, 1));
+    for step in ["tuned", "renamed"] {
+        let logs = dir.path().join(".recipe/slurm/quick").join(step);
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(logs.join("7_0.log"), "trial 0\n").unwrap();
+    }
+    let out = run(dir.path(), &["clean"]);
+    assert!(text(&out.stdout).contains("1 folders of Slurm logs"), "{}", text(&out.stdout));
+    assert!(dir.path().join(".recipe/slurm/quick/tuned/7_0.log").is_file());
+    assert!(!dir.path().join(".recipe/slurm/quick/renamed").exists());
 }

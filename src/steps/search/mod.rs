@@ -239,7 +239,8 @@ fn on_slurm(
         }
     }
     if !missing.is_empty() {
-        let dir = ctx.output_path(&Path::new(slurm::SLURM_DIR).join(&ctx.node.name))?;
+        let dir = Path::new(slurm::SLURM_DIR).join(ctx.recipe_name).join(&ctx.node.name);
+        let dir = ctx.output_path(&dir)?;
         let dir = std::path::absolute(&dir)
             .map_err(|e| StepError::new(format!("cannot resolve `{}`: {e}", dir.display()), ""))?;
         let job = slurm::ArrayJob {
