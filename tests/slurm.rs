@@ -177,6 +177,35 @@ fn slurm_gives_the_local_results_byte_for_byte() {
     assert!(text(&again.stdout).contains("all from the cache"), "{}", text(&again.stdout));
 }
 
+/// The tasks compile the recipe as the driver did: with its `--set` overrides, and writing
+/// under its `--out-dir`, whatever characters that folder's name holds.
+#[test]
+fn overrides_and_the_output_folder_reach_the_tasks() {
+    if !cluster() {
+        return;
+    }
+    let results = |executor: &str| {
+        let dir = folder("quick", &random(4, 3));
+        let out = dir.path().join("runs/a 100% run");
+        let out_arg = out.display().to_string();
+        let args = ["run", "quick.opt", "--set", "base.epochs=2", "--out-dir", &out_arg];
+        let stdout =
+            text(&run(dir.path(), &[&args[..], &["--executor", executor]].concat()).stdout);
+        assert!(!dir.path().join("out").exists() && !dir.path().join(".recipe/trials").exists());
+        let trials = stored(&out);
+        assert_eq!(trials.len(), 4);
+        let by_tasks = trials.iter().filter(|m| m.contains_key("slurm_array_job_id")).count();
+        assert_eq!(by_tasks, if executor == "slurm" { 4 } else { 0 });
+        (outputs(&out), stdout)
+    };
+    let (local, _) = results("local");
+    let (remote, stdout) = results("slurm");
+    assert_eq!(jobs(&stdout)[0].1, vec![0, 1, 2, 3]);
+    assert!(local == remote, "the results of a local run");
+    let csv = text(&remote["quick-tuned-trials.csv"]);
+    assert!(csv.lines().skip(1).all(|l| l.ends_with(",2,0")), "2 epochs a trial:\n{csv}");
+}
+
 #[test]
 fn a_failing_trial_is_reported_with_its_state_and_log() {
     if !cluster() {
@@ -366,6 +395,25 @@ fn without_slurm_the_error_names_the_missing_command() {
     assert!(err.contains("`--executor slurm` needs Slurm's `sbatch`, which is not on the PATH"));
     assert!(err.contains("slurm-client"), "the help says where to get it: {err}");
     assert!(!dir.path().join("out").exists() && !dir.path().join(".recipe/cache").exists());
+}
+
+/// What `sbatch` refuses is reported in its own words, and nothing is left submitted.
+#[test]
+fn a_refused_submission_is_reported() {
+    if !cluster() {
+        return;
+    }
+    let dir = folder("quick", &random(2, 1));
+    let out = common::cli(
+        &["run", "quick.opt", "--executor", "slurm", "--partition", "nosuch"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("`sbatch` failed"), "{err}");
+    assert!(err.to_lowercase().contains("invalid partition"), "{err}");
+    assert!(err.contains("check `--partition`"), "{err}");
+    assert!(!dir.path().join("out").exists());
 }
 
 #[test]

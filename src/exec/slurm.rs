@@ -297,7 +297,8 @@ fn submit(options: &SlurmOptions, job: &ArrayJob, indices: &[usize]) -> Result<S
         "--parsable".to_string(),
         format!("--array={array}"),
         format!("--job-name={}", job.name),
-        format!("--output={}", job.dir.join("%A_%a.log").display()),
+        // `%` starts a pattern in Slurm's file names; `%%` is a `%` of the folder's name.
+        format!("--output={}/%A_%a.log", job.dir.display().to_string().replace('%', "%%")),
         format!("--chdir={}", job.dir.display()),
     ];
     args.extend(options.partition.iter().map(|p| format!("--partition={p}")));
@@ -535,7 +536,15 @@ fn follow(
         }
         let all_on_disk = indices.iter().all(|&i| ends.contains_key(&i) || done(i));
         if Instant::now() >= next_ask || all_on_disk {
-            let states = query(id)?;
+            let states = match query(id) {
+                Ok(states) => states,
+                Err(e) => {
+                    // A job that cannot be followed is not left behind.
+                    shown.finish();
+                    cancel(id);
+                    return Err(e);
+                }
+            };
             for &index in indices {
                 if ends.contains_key(&index) {
                     continue;
