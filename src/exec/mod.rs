@@ -4,7 +4,8 @@
 //! The scheduler owns everything that is not the work of one step: the
 //! device, the per-step random streams, progress display and turning a
 //! step's failure into a diagnostic that points at the block that asked for
-//! it.
+//! it. [`run_trial`] is the other way in: one trial of a search, as a task of
+//! a cluster job trains it from what the driver left in the cache.
 
 pub mod artifacts;
 pub mod cache;

@@ -18,6 +18,12 @@ pub enum ProgressMode {
     Quiet,
 }
 
+/// The bars of a run: steps that run side by side share one set of lines on the terminal.
+pub(crate) fn bars() -> &'static MultiProgress {
+    static BARS: OnceLock<MultiProgress> = OnceLock::new();
+    BARS.get_or_init(MultiProgress::new)
+}
+
 /// Epoch progress of one training run.
 pub struct EpochProgress {
     bar: Option<ProgressBar>,
@@ -28,9 +34,7 @@ pub struct EpochProgress {
 impl EpochProgress {
     pub fn new(mode: ProgressMode, label: &str, epochs: usize) -> Self {
         let bar = (mode == ProgressMode::Bar).then(|| {
-            // Steps that run side by side share one set of lines on the terminal.
-            static BARS: OnceLock<MultiProgress> = OnceLock::new();
-            let bar = BARS.get_or_init(MultiProgress::new).add(ProgressBar::new(epochs as u64));
+            let bar = bars().add(ProgressBar::new(epochs as u64));
             let style = ProgressStyle::with_template(
                 "{prefix:>12} [{bar:30}] {pos}/{len} epochs {msg} ({elapsed})",
             )

@@ -631,7 +631,7 @@ struct Shown<'a> {
 impl<'a> Shown<'a> {
     fn new(job: &'a ArrayJob<'a>, total: usize, mode: ProgressMode) -> Self {
         let bar = (mode == ProgressMode::Bar).then(|| {
-            let bar = ProgressBar::new(total as u64);
+            let bar = super::progress::bars().add(ProgressBar::new(total as u64));
             let style = ProgressStyle::with_template(
                 "{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
             )

@@ -6,9 +6,11 @@
 //!   halving: every trial trains on a small budget of epochs, and the best `1/eta` of each
 //!   rung train again, from the start, on `eta` times the budget, up to the `train` block's
 //!   `epochs` in the last rung.
-//! - Trials run side by side on `--jobs` threads. Each trial draws from its own generator
-//!   (the step's seed and the trial's number) and results are gathered in trial order, so
-//!   the table and the chosen weights do not depend on the number of jobs.
+//! - Trials run side by side on `--jobs` threads, or with `--executor slurm` as one Slurm
+//!   array job per rung whose tasks (`recipe trial`) each train one trial into the store,
+//!   from where the driver reads them. Each trial draws from its own generator (the step's
+//!   seed and the trial's number) and results are gathered in trial order, so the table and
+//!   the chosen weights depend neither on the number of jobs nor on where the trials ran.
 //! - Every finished trial is stored under `.recipe/trials/STEP_HASH/` beside the recipe, keyed
 //!   by the trial's number, values and epochs. A search that was
 //!   interrupted takes its finished trials from there and trains only the rest.
