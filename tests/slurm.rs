@@ -244,6 +244,44 @@ fn a_failing_trial_is_reported_with_its_state_and_log() {
     assert_eq!(trials[0]["trial"], "0");
 }
 
+/// A task cancelled from outside (by an administrator, a preemption) is reported as such.
+#[test]
+fn a_task_cancelled_by_someone_else_is_reported() {
+    if !cluster() {
+        return;
+    }
+    // A recipe name of its own, so that the job's name (`RECIPE.STEP`) finds this job only.
+    let dir = folder("gone", &random(8, 150).replace("recipe quick", "recipe gone"));
+    let driver = Command::new(env!("CARGO_BIN_EXE_recipe"))
+        .args(["run", "gone.opt", "--executor", "slurm", "--max-parallel", "2"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let job = loop {
+        let out = Command::new("squeue").args(["-h", "-n", "gone.tuned", "-o", "%F"]).output();
+        let listed = text(&out.unwrap().stdout);
+        if let Some(id) = listed.split_whitespace().next() {
+            break id.to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the job never showed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = Command::new("scancel").arg(format!("{job}_7")).status().unwrap();
+    assert!(status.success());
+    let out = driver.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("1 of 8 trials submitted to Slurm failed"), "{err}");
+    // Cancelled while waiting its turn (two run at a time): it never started, so no log.
+    let line = format!("trial 7 ({job}_7): CANCELLED (left the queue before it started), no log");
+    assert!(err.contains(&line), "{err}");
+    assert_eq!(stored(dir.path()).len(), 7, "the other trials finished and are kept");
+}
+
 /// A `recipe` that fails the first time it runs trial 2, as a node may fail.
 fn flaky_program(dir: &Path) -> PathBuf {
     let path = dir.join("flaky-recipe");
@@ -377,6 +415,100 @@ fn a_search_started_on_slurm_finishes_locally() {
 fn step_hash(dir: &Path, step: &str) -> String {
     let compiled = recipe::compile(&dir.join("quick.opt"), &[]).unwrap();
     compiled.graph.node(step).unwrap().hash.clone()
+}
+
+/// Stand-ins for Slurm's commands in a folder of their own: `sbatch` runs every task of the
+/// array at once, in order, as job 77, then prints the job id; `scontrol` has forgotten every
+/// job, as the controller does some minutes after a job ends; `sacct` prints `accounting`, or
+/// fails as where the cluster keeps none.
+fn forgetful_slurm(accounting: Option<&str>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let sbatch = r#"#!/bin/sh
+for arg in "$@"; do
+  case "$arg" in
+    --array=*) spec="${arg#--array=}" ;;
+    --output=*) out="${arg#--output=}" ;;
+  esac
+  script="$arg"
+done
+for part in $(echo "${spec%%\%*}" | tr ',' ' '); do
+  case "$part" in
+    *-*) seq "${part%-*}" "${part#*-}" ;;
+    *) echo "$part" ;;
+  esac
+done | while read -r i; do
+  log=$(echo "$out" | sed "s/%A/77/; s/%a/$i/")
+  SLURM_ARRAY_JOB_ID=77 SLURM_ARRAY_TASK_ID=$i SLURM_JOB_ID=$((100 + i)) \
+    sh "$script" >"$log" 2>&1
+done
+echo 77
+"#;
+    let sacct = match accounting {
+        Some(lines) => format!("#!/bin/sh\nprintf '{lines}'\n"),
+        None => "#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\nexit 1\n".into(),
+    };
+    let commands = [
+        ("sbatch", sbatch.to_string()),
+        ("scontrol", "#!/bin/sh\necho 'Invalid job id specified' >&2\nexit 1\n".into()),
+        ("sacct", sacct),
+        ("squeue", "#!/bin/sh\nexit 0\n".into()),
+        ("scancel", "#!/bin/sh\nexit 0\n".into()),
+    ];
+    for (name, script) in commands {
+        let path = dir.path().join(name);
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+/// `recipe run` with Slurm's commands taken from `fake` before the rest of the PATH.
+fn run_with(fake: &Path, dir: &Path, args: &[&str]) -> Output {
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
+    Command::new(env!("CARGO_BIN_EXE_recipe"))
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap()
+}
+
+/// A job the controller forgot before the driver saw it end, on a cluster without
+/// accounting: the trials on disk tell that it completed. Needs no cluster.
+#[test]
+fn a_forgotten_job_is_judged_by_its_results() {
+    let fake = forgetful_slurm(None);
+    let dir = folder("quick", &random(4, 2));
+    let out = run_with(fake.path(), dir.path(), &["run", "quick.opt", "--executor", "slurm"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("array job 77 (trials 0-3)"), "{}", text(&out.stdout));
+    let trials = stored(dir.path());
+    assert_eq!(trials.len(), 4);
+    assert!(trials.iter().all(|m| m["slurm_array_job_id"] == "77"));
+    let local = folder("quick", &random(4, 2));
+    run(local.path(), &["run", "quick.opt"]);
+    assert!(outputs(local.path()) == outputs(dir.path()), "the results of a local run");
+}
+
+/// Accounting's word on a task that never wrote its trial. Needs no cluster.
+#[test]
+fn accounting_names_how_a_forgotten_task_ended() {
+    let fake = forgetful_slurm(Some("77_0|COMPLETED|0:0\\n77_1|OUT_OF_MEMORY|0:125\\n"));
+    // Only trial 0 runs: the stand-in `sbatch` takes the array from the first task id.
+    let sbatch = fake.path().join("sbatch");
+    let text_of = std::fs::read_to_string(&sbatch).unwrap();
+    std::fs::write(&sbatch, text_of.replace("seq \"${part%-*}\" \"${part#*-}\"", "echo 0"))
+        .unwrap();
+    let dir = folder("quick", &random(2, 2));
+    let out = run_with(fake.path(), dir.path(), &["run", "quick.opt", "--executor", "slurm"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("1 of 2 trials submitted to Slurm failed"), "{err}");
+    assert!(err.contains("trial 1 (77_1): OUT_OF_MEMORY"), "{err}");
+    assert_eq!(stored(dir.path()).len(), 1);
 }
 
 #[test]

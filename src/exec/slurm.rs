@@ -137,6 +137,8 @@ pub struct TaskEnd {
     pub state: String,
     /// Slurm's `EXIT:SIGNAL`, when known.
     pub exit: Option<String>,
+    /// Slurm's reason, or how the state was judged when Slurm no longer listed the task.
+    pub reason: Option<String>,
     pub log: PathBuf,
 }
 
@@ -150,6 +152,10 @@ impl TaskEnd {
             } else if code != "0" {
                 let _ = write!(text, ", exit code {code}");
             }
+        }
+        // The exit code already says so.
+        if let Some(reason) = self.reason.as_deref().filter(|r| *r != "NonZeroExitCode") {
+            let _ = write!(text, " ({reason})");
         }
         text
     }
@@ -184,13 +190,17 @@ impl SlurmError {
                 for end in failed {
                     let _ = write!(
                         message,
-                        "\n  {piece} {} ({}_{}): {}, log {}",
+                        "\n  {piece} {} ({}_{}): {}",
                         end.index,
                         end.job,
                         end.index,
-                        end.describe(),
-                        end.log.display()
+                        end.describe()
                     );
+                    if end.log.exists() {
+                        let _ = write!(message, ", log {}", end.log.display());
+                    } else {
+                        message.push_str(", no log");
+                    }
                     if let Some(line) = last_line(&end.log) {
                         let _ = write!(message, "\n    last line: {line}");
                     }
@@ -484,9 +494,21 @@ pub fn parse_sacct(text: &str) -> BTreeMap<usize, TaskState> {
     tasks
 }
 
+/// What Slurm says about the tasks of a job.
+enum Answer {
+    /// The controller's record. Every task of a job the controller remembers is listed, in
+    /// the pending range or in a record of its own, so a task missing from it was taken out
+    /// of the queue before it started, or was forgotten some minutes after it ended.
+    Controller(BTreeMap<usize, TaskState>),
+    /// The controller forgot the job; accounting's record, or none.
+    Past(BTreeMap<usize, TaskState>),
+    /// The controller did not answer; it may be restarting, and the next ask may get through.
+    Silent,
+}
+
 /// What Slurm says about the tasks of job `id`: from the controller while it remembers the
-/// job, then from accounting where there is some. `None` when neither knows the job.
-fn query(id: &str) -> Result<Option<BTreeMap<usize, TaskState>>, SlurmError> {
+/// job, then from accounting where there is some.
+fn query(id: &str) -> Result<Answer, SlurmError> {
     let out = Command::new("scontrol").args(["-o", "show", "job", id]).output().map_err(|e| {
         SlurmError::Command {
             message: format!("cannot run `scontrol`: {e}"),
@@ -494,22 +516,56 @@ fn query(id: &str) -> Result<Option<BTreeMap<usize, TaskState>>, SlurmError> {
         }
     })?;
     if out.status.success() {
-        return Ok(Some(parse_scontrol(&String::from_utf8_lossy(&out.stdout))));
+        return Ok(Answer::Controller(parse_scontrol(&String::from_utf8_lossy(&out.stdout))));
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !stderr.contains("Invalid job id") {
-        // The controller may be restarting; the next ask may get through.
         warn!("`scontrol show job {id}` failed: {}", stderr.trim());
-        return Ok(Some(BTreeMap::new()));
+        return Ok(Answer::Silent);
     }
-    let sacct = Command::new("sacct")
+    Ok(Answer::Past(accounting(id).unwrap_or_default()))
+}
+
+/// Accounting's record of job `id`'s tasks; `None` where the cluster keeps none.
+fn accounting(id: &str) -> Option<BTreeMap<usize, TaskState>> {
+    let out = Command::new("sacct")
         .args(["-n", "-P", "-X", "-j", id, "-o", "JobID,State,ExitCode"])
-        .output();
-    match sacct {
-        Ok(out) if out.status.success() => {
-            Ok(Some(parse_sacct(&String::from_utf8_lossy(&out.stdout))))
+        .output()
+        .ok()?;
+    out.status.success().then(|| parse_sacct(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// How a task ended that the controller does not list, judged from the result on disk, what
+/// was last seen of it, and accounting where there is some. `recorded` holds accounting's
+/// record once asked for.
+fn judge_missing(
+    index: usize,
+    on_disk: bool,
+    last: Option<&TaskState>,
+    recorded: &mut Option<Option<BTreeMap<usize, TaskState>>>,
+    id: &str,
+) -> TaskState {
+    let state = |state: &str, reason: Option<&str>| TaskState {
+        state: state.into(),
+        exit: None,
+        reason: reason.map(String::from),
+        log: None,
+        node: None,
+    };
+    if on_disk {
+        return state("COMPLETED", None);
+    }
+    let recorded = recorded.get_or_insert_with(|| accounting(id));
+    if let Some(found) = recorded.as_ref().and_then(|r| r.get(&index)) {
+        if is_final(&found.state) {
+            return found.clone();
         }
-        _ => Ok(None),
+    }
+    match last.map(|l| l.state.as_str()) {
+        // Slurm drops a waiting task from the array's pending range when it is cancelled,
+        // leaving no record of its own.
+        None | Some("PENDING") => state("CANCELLED", Some("left the queue before it started")),
+        _ => state("UNKNOWN", Some("Slurm no longer knows the task")),
     }
 }
 
@@ -536,8 +592,8 @@ fn follow(
         }
         let all_on_disk = indices.iter().all(|&i| ends.contains_key(&i) || done(i));
         if Instant::now() >= next_ask || all_on_disk {
-            let states = match query(id) {
-                Ok(states) => states,
+            let answer = match query(id) {
+                Ok(answer) => answer,
                 Err(e) => {
                     // A job that cannot be followed is not left behind.
                     shown.finish();
@@ -545,24 +601,29 @@ fn follow(
                     return Err(e);
                 }
             };
+            let (states, past) = match answer {
+                Answer::Controller(states) => (states, false),
+                Answer::Past(states) => (states, true),
+                Answer::Silent => (BTreeMap::new(), false),
+            };
+            let silent = states.is_empty() && !past;
+            // Accounting is asked at most once a round, and only about missing tasks.
+            let mut recorded = None;
             for &index in indices {
                 if ends.contains_key(&index) {
                     continue;
                 }
-                let listed = states.as_ref().map(|s| s.get(&index));
-                let now = match listed {
-                    Some(Some(state)) => state.clone(),
-                    // Not listed yet, as just after submitting.
-                    Some(None) if !done(index) => continue,
-                    // Forgotten by the controller (and by accounting, if any): the result on
-                    // disk tells.
-                    _ => TaskState {
+                let now = match states.get(&index) {
+                    Some(state) => state.clone(),
+                    None if silent => continue,
+                    None if past => TaskState {
                         state: if done(index) { "COMPLETED" } else { "UNKNOWN" }.into(),
                         exit: None,
                         reason: None,
                         log: None,
                         node: None,
                     },
+                    None => judge_missing(index, done(index), seen.get(&index), &mut recorded, id),
                 };
                 if seen.get(&index) != Some(&now) {
                     shown.change(index, &now);
@@ -576,6 +637,7 @@ fn follow(
                             job: id.to_string(),
                             state: now.state.clone(),
                             exit: now.exit.clone(),
+                            reason: now.reason.clone(),
                             log: now.log.clone().unwrap_or_else(|| log(index)),
                         },
                     );
@@ -778,11 +840,40 @@ mod tests {
             job: "1".into(),
             state: state.into(),
             exit: Some(exit.into()),
+            reason: None,
             log: PathBuf::new(),
         };
         assert_eq!(end("FAILED", "1:0").describe(), "FAILED, exit code 1");
         assert_eq!(end("CANCELLED", "0:9").describe(), "CANCELLED, signal 9");
         assert_eq!(end("TIMEOUT", "0:0").describe(), "TIMEOUT");
+        let killed =
+            TaskEnd { reason: Some("RaisedSignal:9(Killed)".into()), ..end("FAILED", "0:9") };
+        assert_eq!(killed.describe(), "FAILED, signal 9 (RaisedSignal:9(Killed))");
+        let plain = TaskEnd { reason: Some("NonZeroExitCode".into()), ..end("FAILED", "2:0") };
+        assert_eq!(plain.describe(), "FAILED, exit code 2");
+    }
+
+    #[test]
+    fn a_task_missing_from_the_controller_is_judged_by_what_was_seen() {
+        let seen = |state: &str| TaskState {
+            state: state.into(),
+            exit: None,
+            reason: None,
+            log: None,
+            node: None,
+        };
+        // No accounting: what was last seen decides.
+        let judge = |on_disk, last: Option<TaskState>| {
+            judge_missing(0, on_disk, last.as_ref(), &mut Some(None), "1").state
+        };
+        assert_eq!(judge(true, Some(seen("RUNNING"))), "COMPLETED");
+        assert_eq!(judge(false, Some(seen("PENDING"))), "CANCELLED");
+        assert_eq!(judge(false, None), "CANCELLED");
+        assert_eq!(judge(false, Some(seen("RUNNING"))), "UNKNOWN");
+        // Accounting's final word wins over a guess.
+        let mut recorded = Some(Some(parse_sacct("1_0|OUT_OF_MEMORY|0:125\n")));
+        let judged = judge_missing(0, false, Some(&seen("RUNNING")), &mut recorded, "1");
+        assert_eq!(judged.state, "OUT_OF_MEMORY");
     }
 
     #[test]
