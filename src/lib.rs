@@ -309,9 +309,7 @@ pub fn clean(dir: &Path) -> Result<Cleaned, Error> {
         }
         let path = entry.path();
         if path.is_dir() {
-            let files = std::fs::read_dir(&path).into_iter().flatten().flatten();
-            cleaned.bytes += files.filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum::<u64>();
-            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            cleaned.bytes += remove_folder(&path).map_err(io(&path))?;
             cleaned.searches += 1;
         }
     }
@@ -323,15 +321,21 @@ pub fn clean(dir: &Path) -> Result<Cleaned, Error> {
             if searches.contains(&search) || !path.is_dir() {
                 continue;
             }
-            let files = std::fs::read_dir(&path).into_iter().flatten().flatten();
-            cleaned.bytes += files.filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum::<u64>();
-            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            cleaned.bytes += remove_folder(&path).map_err(io(&path))?;
             cleaned.slurm_logs += 1;
         }
         // Only an emptied folder goes; a failure means something is left in it.
         let _ = std::fs::remove_dir(recipe.path());
     }
     Ok(cleaned)
+}
+
+/// Remove a folder of files (trials, or job scripts and logs); the bytes its files held.
+fn remove_folder(path: &Path) -> std::io::Result<u64> {
+    let files = std::fs::read_dir(path).into_iter().flatten().flatten();
+    let bytes = files.filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
+    std::fs::remove_dir_all(path)?;
+    Ok(bytes)
 }
 
 /// The changes in metrics between the lock files at git revision `rev` and in the working

@@ -164,27 +164,22 @@ struct SlurmArgs {
 }
 
 impl SlurmArgs {
-    /// The Slurm flags given, by name.
-    fn given(&self) -> Vec<&'static str> {
-        let mut given = Vec::new();
-        let flags = [
+    /// The first Slurm flag given, by name.
+    fn first_given(&self) -> Option<&'static str> {
+        [
             ("--partition", self.partition.is_some()),
             ("--time", self.time.is_some()),
             ("--max-parallel", self.max_parallel.is_some()),
             ("--sbatch-arg", !self.sbatch_args.is_empty()),
             ("--retries", self.retries > 0),
-        ];
-        for (flag, set) in flags {
-            if set {
-                given.push(flag);
-            }
-        }
-        given
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
     }
 
     fn executor(self, kind: ExecutorKind) -> Result<Executor, Error> {
         if kind == ExecutorKind::Local {
-            return match self.given().first() {
+            return match self.first_given() {
                 None => Ok(Executor::Local),
                 Some(flag) => Err(Error::Command {
                     message: format!("`{flag}` is an option of `--executor slurm`"),
@@ -381,16 +376,13 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Trial { recipe: args, step, hash, rung, index, device } => {
             let recipe = args.read()?;
             let slurm = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-            let index = match index.or_else(|| slurm("SLURM_ARRAY_TASK_ID")?.parse().ok()) {
-                Some(index) => index,
-                None => {
-                    return Err(Error::Command {
-                        message: "which trial? give `--index N` or run as a task of an array \
-                                  job (`SLURM_ARRAY_TASK_ID`)"
-                            .into(),
-                        help: None,
-                    })
-                }
+            let Some(index) = index.or_else(|| slurm("SLURM_ARRAY_TASK_ID")?.parse().ok()) else {
+                return Err(Error::Command {
+                    message: "which trial? give `--index N` or run as a task of an array job \
+                              (`SLURM_ARRAY_TASK_ID`)"
+                        .into(),
+                    help: None,
+                });
             };
             let mut ran_under = std::collections::BTreeMap::new();
             for (var, key) in [

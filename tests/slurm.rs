@@ -234,7 +234,9 @@ fn a_failing_trial_is_reported_with_its_state_and_log() {
         .map(|(job, _)| job)
         .unwrap_or_else(|| panic!("the task is named: {err}"));
     let log = format!(".recipe/slurm/quick/tuned/{job}_1.log");
-    assert!(err.replace("\n", "").contains("tuned/"), "the log is named: {err}");
+    // The report wraps long paths; the path is whole once the wrapping is taken out.
+    let unwrapped: String = err.chars().filter(|c| !c.is_whitespace() && *c != '│').collect();
+    assert!(unwrapped.contains(&log), "the log is named: {err}");
     let logged = text(&std::fs::read(dir.path().join(&log)).unwrap());
     assert!(logged.contains("training diverged"), "{log}: {logged}");
     assert!(!dir.path().join("out").exists(), "no trial table and no weights");
@@ -295,10 +297,15 @@ fn flaky_program(dir: &Path) -> PathBuf {
         mark = mark.display(),
         program = env!("CARGO_BIN_EXE_recipe"),
     );
-    std::fs::write(&path, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    executable(&path, &script);
     path
+}
+
+/// Write a shell script at `path` that may be run.
+fn executable(path: &Path, script: &str) {
+    std::fs::write(path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 #[test]
@@ -455,10 +462,7 @@ echo 77
         ("scancel", "#!/bin/sh\nexit 0\n".into()),
     ];
     for (name, script) in commands {
-        let path = dir.path().join(name);
-        std::fs::write(&path, script).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        executable(&dir.path().join(name), &script);
     }
     dir
 }

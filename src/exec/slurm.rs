@@ -327,12 +327,17 @@ fn submit(options: &SlurmOptions, job: &ArrayJob, indices: &[usize]) -> Result<S
     Ok(id)
 }
 
-/// Run one of Slurm's commands; its standard output, or an error with what it printed.
-fn slurm_command(name: &str, args: &[String]) -> Result<String, SlurmError> {
-    let out = Command::new(name).args(args).output().map_err(|e| SlurmError::Command {
+/// The error for one of Slurm's commands that could not be started.
+fn cannot_run(name: &str, e: std::io::Error) -> SlurmError {
+    SlurmError::Command {
         message: format!("cannot run `{name}`: {e}"),
         help: "install Slurm's client commands, or run with `--executor local`".into(),
-    })?;
+    }
+}
+
+/// Run one of Slurm's commands; its standard output, or an error with what it printed.
+fn slurm_command(name: &str, args: &[String]) -> Result<String, SlurmError> {
+    let out = Command::new(name).args(args).output().map_err(|e| cannot_run(name, e))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(SlurmError::Command {
@@ -428,6 +433,19 @@ pub struct TaskState {
     pub node: Option<String>,
 }
 
+impl TaskState {
+    /// A state Slurm did not give but that was judged from what else is known.
+    fn judged(state: &str, reason: Option<&str>) -> TaskState {
+        TaskState {
+            state: state.into(),
+            exit: None,
+            reason: reason.map(String::from),
+            log: None,
+            node: None,
+        }
+    }
+}
+
 /// The tasks of a job from `scontrol -o show job`: one record a line, `KEY=VALUE` words; the
 /// tasks not yet started share one record whose `ArrayTaskId` is a range.
 pub fn parse_scontrol(text: &str) -> BTreeMap<usize, TaskState> {
@@ -502,21 +520,49 @@ enum Answer {
     Controller(BTreeMap<usize, TaskState>),
     /// The controller forgot the job; accounting's record, or none.
     Past(BTreeMap<usize, TaskState>),
-    /// The controller did not answer; it may be restarting, and the next ask may get through.
+    /// The controller did not answer, or listed no task; it may be restarting, and the next
+    /// ask may get through.
     Silent,
+}
+
+impl Answer {
+    /// Task `index`'s state by this answer, `on_disk` telling whether its result was written
+    /// and `last` what was seen of it before; `None` when this answer does not tell. `recorded`
+    /// holds accounting's record of job `id` once asked for.
+    fn state_of(
+        &self,
+        index: usize,
+        on_disk: bool,
+        last: Option<&TaskState>,
+        recorded: &mut Option<Option<BTreeMap<usize, TaskState>>>,
+        id: &str,
+    ) -> Option<TaskState> {
+        match self {
+            Answer::Controller(states) => Some(match states.get(&index) {
+                Some(state) => state.clone(),
+                None => judge_missing(index, on_disk, last, recorded, id),
+            }),
+            Answer::Past(states) => Some(match states.get(&index) {
+                Some(state) => state.clone(),
+                None if on_disk => TaskState::judged("COMPLETED", None),
+                None => TaskState::judged("UNKNOWN", Some("Slurm no longer knows the job")),
+            }),
+            // A result is written whole just before its task ends.
+            Answer::Silent => on_disk.then(|| TaskState::judged("COMPLETED", None)),
+        }
+    }
 }
 
 /// What Slurm says about the tasks of job `id`: from the controller while it remembers the
 /// job, then from accounting where there is some.
 fn query(id: &str) -> Result<Answer, SlurmError> {
-    let out = Command::new("scontrol").args(["-o", "show", "job", id]).output().map_err(|e| {
-        SlurmError::Command {
-            message: format!("cannot run `scontrol`: {e}"),
-            help: "install Slurm's client commands, or run with `--executor local`".into(),
-        }
-    })?;
+    let out = Command::new("scontrol")
+        .args(["-o", "show", "job", id])
+        .output()
+        .map_err(|e| cannot_run("scontrol", e))?;
     if out.status.success() {
-        return Ok(Answer::Controller(parse_scontrol(&String::from_utf8_lossy(&out.stdout))));
+        let tasks = parse_scontrol(&String::from_utf8_lossy(&out.stdout));
+        return Ok(if tasks.is_empty() { Answer::Silent } else { Answer::Controller(tasks) });
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !stderr.contains("Invalid job id") {
@@ -545,15 +591,8 @@ fn judge_missing(
     recorded: &mut Option<Option<BTreeMap<usize, TaskState>>>,
     id: &str,
 ) -> TaskState {
-    let state = |state: &str, reason: Option<&str>| TaskState {
-        state: state.into(),
-        exit: None,
-        reason: reason.map(String::from),
-        log: None,
-        node: None,
-    };
     if on_disk {
-        return state("COMPLETED", None);
+        return TaskState::judged("COMPLETED", None);
     }
     let recorded = recorded.get_or_insert_with(|| accounting(id));
     if let Some(found) = recorded.as_ref().and_then(|r| r.get(&index)) {
@@ -564,8 +603,10 @@ fn judge_missing(
     match last.map(|l| l.state.as_str()) {
         // Slurm drops a waiting task from the array's pending range when it is cancelled,
         // leaving no record of its own.
-        None | Some("PENDING") => state("CANCELLED", Some("left the queue before it started")),
-        _ => state("UNKNOWN", Some("Slurm no longer knows the task")),
+        None | Some("PENDING") => {
+            TaskState::judged("CANCELLED", Some("left the queue before it started"))
+        }
+        _ => TaskState::judged("UNKNOWN", Some("Slurm no longer knows the task")),
     }
 }
 
@@ -601,29 +642,15 @@ fn follow(
                     return Err(e);
                 }
             };
-            let (states, past) = match answer {
-                Answer::Controller(states) => (states, false),
-                Answer::Past(states) => (states, true),
-                Answer::Silent => (BTreeMap::new(), false),
-            };
-            let silent = states.is_empty() && !past;
             // Accounting is asked at most once a round, and only about missing tasks.
             let mut recorded = None;
             for &index in indices {
                 if ends.contains_key(&index) {
                     continue;
                 }
-                let now = match states.get(&index) {
-                    Some(state) => state.clone(),
-                    None if silent => continue,
-                    None if past => TaskState {
-                        state: if done(index) { "COMPLETED" } else { "UNKNOWN" }.into(),
-                        exit: None,
-                        reason: None,
-                        log: None,
-                        node: None,
-                    },
-                    None => judge_missing(index, done(index), seen.get(&index), &mut recorded, id),
+                let last = seen.get(&index);
+                let Some(now) = answer.state_of(index, done(index), last, &mut recorded, id) else {
+                    continue;
                 };
                 if seen.get(&index) != Some(&now) {
                     shown.change(index, &now);

@@ -21,7 +21,7 @@ pub mod report;
 pub mod space;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -85,8 +85,7 @@ pub fn run(spec: &SearchSpec, inputs: &Inputs, ctx: &Context) -> Result<Artifact
         .num_threads(ctx.jobs.max(1))
         .build()
         .map_err(|e| StepError::new(format!("cannot start trial threads: {e}"), "lower --jobs"))?;
-    // One folder per search step, so that `recipe clean` can drop those no recipe refers to.
-    let store = ctx.out.dir.join(TRIAL_STORE).join(&ctx.node.hash);
+    let store = trial_store(ctx);
 
     // Each rung trains its trials side by side and keeps the best 1/eta for the next.
     let mut alive: Vec<usize> = (0..points.len()).collect();
@@ -212,10 +211,12 @@ fn on_slurm(
     rung: &Rung,
     submitted: &mut Vec<slurm::Submitted>,
 ) -> Result<Vec<(Trial, Weights)>, StepError> {
-    let path = |i: usize| {
-        let key = trial_key(&ctx.node.hash, i, &rung.points[i], rung.epochs);
-        store.join(format!("{key}.safetensors"))
-    };
+    // Asked for every tenth of a second while the job runs: computed once.
+    let paths: BTreeMap<usize, PathBuf> = rung
+        .alive
+        .iter()
+        .map(|&i| (i, trial_path(store, ctx, i, &rung.points[i], rung.epochs)))
+        .collect();
     let trial = |i: usize, stored: Stored, from_store: bool| {
         let seconds = stored.meta.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(0.0);
         let trial = Trial {
@@ -233,7 +234,7 @@ fn on_slurm(
     let mut runs: BTreeMap<usize, (Trial, Weights)> = BTreeMap::new();
     let mut missing = Vec::new();
     for &i in rung.alive {
-        match read_stored(&path(i), ctx) {
+        match read_stored(&paths[&i], ctx) {
             Some(stored) => {
                 runs.insert(i, trial(i, stored, true));
             }
@@ -254,14 +255,14 @@ fn on_slurm(
             args: task_args(options, ctx, rung.index),
             indices: missing.clone(),
         };
-        let done = |i: usize| path(i).exists();
+        let done = |i: usize| paths[&i].exists();
         let jobs = slurm::run_array(options, &job, &done, ctx.progress).map_err(|e| {
             let (message, help) = e.explain(job.what, job.piece);
             StepError::new(message, help)
         })?;
         submitted.extend(jobs);
         for i in missing {
-            let stored = read_stored(&path(i), ctx).ok_or_else(|| {
+            let stored = read_stored(&paths[&i], ctx).ok_or_else(|| {
                 StepError::new(
                     format!(
                         "trial {i} ended on Slurm, but its result in the trial store is \
@@ -327,7 +328,7 @@ pub fn run_task(
             "rungs count from 0",
         ));
     };
-    let store = ctx.out.dir.join(TRIAL_STORE).join(&ctx.node.hash);
+    let store = trial_store(ctx);
     let (trial, _) =
         run_trial(spec, inputs, ctx, &store, index, values, rung, epochs, Some(ran_under))?;
     Ok(trial)
@@ -348,8 +349,7 @@ fn run_trial(
     epochs: usize,
     ran_under: Option<&BTreeMap<String, String>>,
 ) -> Result<(Trial, Weights), StepError> {
-    let key = trial_key(&ctx.node.hash, index, values, epochs);
-    let path = store.join(format!("{key}.safetensors"));
+    let path = trial_path(store, ctx, index, values, epochs);
     let trial = |objective, seconds, stored| Trial {
         index,
         values: values.clone(),
@@ -397,6 +397,23 @@ fn run_trial(
     write_stored(&path, &weights, &meta)?;
     tracing::info!(index, rung, epochs, objective, "trial done");
     Ok((trial(objective, seconds, false), weights))
+}
+
+/// The trial store of the search `ctx` runs: one folder per search step, so that
+/// `recipe clean` can drop those no recipe refers to.
+fn trial_store(ctx: &Context) -> PathBuf {
+    ctx.out.dir.join(TRIAL_STORE).join(&ctx.node.hash)
+}
+
+/// Where trial `index` with `values`, trained for `epochs`, is stored in `store`.
+fn trial_path(
+    store: &Path,
+    ctx: &Context,
+    index: usize,
+    values: &Values,
+    epochs: usize,
+) -> PathBuf {
+    store.join(format!("{}.safetensors", trial_key(&ctx.node.hash, index, values, epochs)))
 }
 
 /// The name a trial is stored under: what makes its result, and nothing else.
