@@ -231,6 +231,8 @@ impl Recipe {
                 }
             }
         }
+        // A run killed while it wrote the lock file left its temporary beside it.
+        exec::cache::remove_stale_temporaries(&path);
         let text = lock.render();
         if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
             return Ok(());

@@ -242,16 +242,16 @@ impl Cache {
 }
 
 /// Remove the temporary files [`crate::formats::write_atomic`] leaves beside `path` when a
-/// run is killed between writing and renaming (`.NAME.tmp-PID`), except this process's own.
+/// run is killed between writing and renaming (`.NAME.tmp-PID`), those of live processes
+/// excepted (see [`crate::formats::is_leftover`]).
 pub fn remove_stale_temporaries(path: &Path) {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return };
     let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
     let prefix = format!(".{}.tmp-", name.to_string_lossy());
-    let own = format!("{prefix}{}", std::process::id());
     let Ok(dir) = fs::read_dir(parent) else { return };
     for entry in dir.flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
-        if file.starts_with(&prefix) && file != own {
+        if file.starts_with(&prefix) && crate::formats::is_leftover(&file) {
             let _ = fs::remove_file(entry.path());
         }
     }

@@ -58,6 +58,21 @@ pub fn temporary(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}{suffix}", std::process::id()))
 }
 
+/// Whether `name`, a temporary file of [`temporary`]'s form, is a leftover: its writer is not
+/// this process and, where `/proc` lists the processes that run, no longer runs. Without
+/// `/proc` every other writer's file counts as a leftover, and the folder's lock must keep
+/// live writers out.
+pub fn is_leftover(name: &str) -> bool {
+    let Some((_, rest)) = name.rsplit_once(".tmp-") else { return false };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let Ok(pid) = rest[..digits].parse::<u32>() else { return true };
+    if pid == std::process::id() {
+        return false;
+    }
+    let proc = Path::new("/proc");
+    !(proc.join("self").exists() && proc.join(pid.to_string()).exists())
+}
+
 /// A file written piece by piece that appears at its path whole or not at all: the pieces
 /// go to a temporary file that [`AtomicFile::commit`] syncs and renames into place, and that
 /// is removed if the writer is dropped before.
@@ -129,6 +144,23 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_temporaries_of_ended_writers_are_leftovers() {
+        let name = |pid: u32| format!(".out.safetensors.tmp-{pid}.part");
+        assert!(!is_leftover(&name(std::process::id())), "this process's own");
+        let mut ended = std::process::Command::new("true").spawn().unwrap();
+        ended.wait().unwrap();
+        assert!(is_leftover(&name(ended.id())));
+        assert!(is_leftover(".out.tmp-"), "no writer named");
+        assert!(!is_leftover("out.safetensors"), "not a temporary");
+        if Path::new("/proc/self").exists() {
+            let mut running = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+            assert!(!is_leftover(&name(running.id())), "a live writer's file");
+            running.kill().unwrap();
+            running.wait().unwrap();
+        }
+    }
 
     #[test]
     fn atomic_write_creates_folders_and_replaces() {

@@ -44,12 +44,11 @@ pub const TRIAL_STORE: &str = ".recipe/trials";
 /// must hold the folder's cache lock, so that no live run is writing them.
 pub fn remove_stale_temporaries(base_dir: &Path) {
     let Ok(steps) = std::fs::read_dir(base_dir.join(TRIAL_STORE)) else { return };
-    let own = format!(".tmp-{}", std::process::id());
     for step in steps.flatten() {
         let Ok(files) = std::fs::read_dir(step.path()) else { continue };
         for file in files.flatten() {
             let name = file.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.contains(".tmp-") && !name.ends_with(&own) {
+            if name.starts_with('.') && crate::formats::is_leftover(&name) {
                 let _ = std::fs::remove_file(file.path());
             }
         }
